@@ -1,0 +1,111 @@
+"""What the CLI and the tests call: `check`, `generate`, `schema`, `run`.
+
+Nothing here prints or exits. Each function returns values (problems are values too) or
+raises one of beagle's exceptions; `beagle.cli` turns them into output and an exit code.
+Heavy libraries (jax, flax, optax, orbax) are imported inside the functions that need
+them, so `beagle gen` and `beagle schema` stay fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from beagle.spec import LoadedSpec, Problem, SpecError, load_spec
+
+if TYPE_CHECKING:
+    from beagle.runner import RunResult
+
+__all__ = [
+    "GenerateReport",
+    "check",
+    "generate",
+    "run",
+    "schema",
+]
+
+
+@dataclass
+class GenerateReport:
+    """What `generate` did: per spec, problems, or the module written / found stale."""
+
+    problems: list[Problem] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)  # modules whose content changed
+    unchanged: list[Path] = field(default_factory=list)
+    diffs: list[str] = field(default_factory=list)  # with check=True: one per stale module
+
+    @property
+    def stale(self) -> bool:
+        return bool(self.diffs)
+
+
+def check(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> list[Problem]:
+    """Validate each spec fully: schema, names, imports, then the `eval_shape` trace."""
+    problems: list[Problem] = []
+    for path in paths:
+        try:
+            loaded = load_spec(path, overrides, imports="import")
+        except SpecError as error:
+            problems.extend(error.problems)
+            continue
+        from beagle.runner import trace_spec
+
+        problems.extend(trace_spec(loaded))
+    return problems
+
+
+def generate(
+    paths: Sequence[str | Path], out_dir: str | Path = "generated", *, check: bool = False
+) -> GenerateReport:
+    """Compile each spec into `out_dir/<name>.py`; with `check`, only diff against it.
+
+    A spec that cannot be used is never half-compiled: when any spec has problems, nothing
+    is written at all.
+    """
+    from beagle.compiler import compile_spec, diff_module, write_module
+
+    report = GenerateReport()
+    compiled: list[tuple[LoadedSpec, str]] = []
+    for path in paths:
+        try:
+            loaded = load_spec(path, imports="find")
+        except SpecError as error:
+            report.problems.extend(error.problems)
+            continue
+        compiled.append((loaded, compile_spec(loaded.spec, loaded.source_name)))
+    if report.problems:
+        return report
+    out = Path(out_dir)
+    for loaded, text in compiled:
+        target = out / f"{loaded.spec.name}.py"
+        if check:
+            diff = diff_module(text, out, loaded.spec.name)
+            if diff is not None:
+                report.diffs.append(diff)
+            continue
+        changed = write_module(text, out, loaded.spec.name)
+        (report.written if changed else report.unchanged).append(target)
+    return report
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of a spec, for editors."""
+    from beagle.spec.schema import spec_json_schema
+
+    return spec_json_schema()
+
+
+def run(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    restart: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Compile the spec (overrides applied) and train it; see `beagle.runner.run_spec`."""
+    loaded = load_spec(path, overrides, imports="import")
+    from beagle.runner import run_spec
+
+    return run_spec(loaded, restart=restart, progress=progress)

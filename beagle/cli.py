@@ -1,0 +1,161 @@
+"""The `beagle` command: parse options, call `beagle.api`, print, pick the exit code.
+
+Exit codes: 0 done, 1 stale modules (`gen --check`) or training failed, 2 invalid spec or
+usage, 3 interrupted after saving a checkpoint. Nothing here imports jax: `run` and
+`check` reach it through `beagle.api` only when they need it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from beagle import __version__
+
+app = typer.Typer(
+    name="beagle",
+    help="Train JAX/Flax models from a declarative YAML spec.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_INTERRUPTED = 3
+
+SpecPaths = Annotated[list[Path], typer.Argument(help="Spec files.", show_default=False)]
+
+
+def _fail(lines: list[str], code: int) -> typer.Exit:
+    for line in lines:
+        typer.echo(line, err=True)
+    return typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"beagle {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    """Train JAX/Flax models from a declarative YAML spec."""
+
+
+@app.command()
+def check(
+    specs: SpecPaths,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="Override a key by its dotted path."),
+    ] = None,
+) -> None:
+    """Validate specs and trace their steps with jax.eval_shape (no training)."""
+    from beagle import api
+
+    problems = api.check(specs, set_ or ())
+    if problems:
+        raise _fail([str(problem) for problem in problems], EXIT_INVALID)
+    for spec in specs:
+        typer.echo(f"{spec}: ok")
+
+
+@app.command()
+def gen(
+    specs: SpecPaths,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("generated"),
+    check_only: Annotated[
+        bool,
+        typer.Option("--check", help="Write nothing; show a diff of every stale module."),
+    ] = False,
+) -> None:
+    """Compile specs into OUT/<name>.py."""
+    from beagle import api
+
+    report = api.generate(specs, out, check=check_only)
+    if report.problems:
+        raise _fail([str(problem) for problem in report.problems], EXIT_INVALID)
+    if check_only:
+        if report.stale:
+            for diff in report.diffs:
+                typer.echo(diff, nl=not diff.endswith("\n"))
+            typer.echo(
+                f"{len(report.diffs)} module(s) out of date: run `beagle gen "
+                + " ".join(str(spec) for spec in specs)
+                + (f" --out {out}`" if out != Path("generated") else "`"),
+                err=True,
+            )
+            raise typer.Exit(EXIT_FAILED)
+        typer.echo(f"{len(specs)} module(s) up to date")
+        return
+    for path in report.written:
+        typer.echo(f"wrote {path}")
+    for path in report.unchanged:
+        typer.echo(f"unchanged {path}")
+
+
+@app.command()
+def run(
+    spec: Annotated[Path, typer.Argument(help="Spec file.", show_default=False)],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="Override a key by its dotted path."),
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Start over, replacing the checkpoints.")
+    ] = False,
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="No progress bars.")
+    ] = False,
+) -> None:
+    """Compile a spec and train it, resuming from its latest checkpoint."""
+    from beagle import api
+    from beagle.spec import SpecError
+
+    try:
+        from beagle.runner import RunRefused, print_summary
+        from beagle.training import NonFiniteLossError, TrainingInterrupted
+
+        result = api.run(spec, set_ or (), restart=restart, progress=not no_progress)
+    except SpecError as error:
+        raise _fail([str(problem) for problem in error.problems], EXIT_INVALID) from None
+    except RunRefused as error:
+        raise _fail([f"{spec}: {error}"], EXIT_INVALID) from None
+    except TrainingInterrupted as error:
+        raise _fail([f"{spec}: {error}", "re-run the same command to continue"],
+                    EXIT_INTERRUPTED) from None
+    except NonFiniteLossError as error:
+        raise _fail([f"{spec}: training failed: {error}"], EXIT_FAILED) from None
+    except Exception:  # a user model, loss or data function raised: the traceback is theirs
+        raise _fail([traceback.format_exc().rstrip(), f"{spec}: training failed"],
+                    EXIT_FAILED) from None
+    print_summary(result)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec, for editors."""
+    from beagle import api
+
+    typer.echo(json.dumps(api.schema(), indent=2, sort_keys=True))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    # `python -m beagle` and the console script both run from the user's folder, whose
+    # packages a spec may name (as with `python -m`).
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    app()
