@@ -1,0 +1,393 @@
+"""Built-in data sources: `digits`, `synthetic`, `npz` and `python`.
+
+Every source yields dicts of arrays with a leading batch axis and offers two iterator
+functions, shaped for `beagle.training.train_loop`:
+
+- `train_iterator(epoch)`: one epoch of training batches. The order depends only on the
+  seed and the epoch, so a resumed run sees exactly the batches an uninterrupted one saw
+  (the loop passes `epoch` by keyword to a function that takes it).
+- `val_iterator()`: a fresh pass over the validation batches, in a fixed order.
+
+The array sources keep the data as NumPy arrays: an epoch is one permutation of the
+arrays and then contiguous slices, so feeding a step costs almost nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = [
+    "ArraySource",
+    "Batch",
+    "DataError",
+    "DataSource",
+    "PythonSource",
+    "digits",
+    "from_spec",
+    "npz",
+    "python",
+    "split_by_seed",
+    "synthetic",
+]
+
+Batch = dict[str, Any]
+"""A batch: a dict of arrays that share their leading (batch) dimension."""
+
+_SHUFFLE_TAG = 0x5EED  # keeps the per-epoch streams apart from the split and generator
+
+
+class DataError(ValueError):
+    """Data that cannot be used as the spec says; `field` is the spec path to change."""
+
+    def __init__(self, message: str, field: tuple[str, ...] = ("data",), hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.hint = hint
+
+
+class DataSource(Protocol):
+    """What `beagle run` needs from a data source."""
+
+    batch_size: int
+
+    @property
+    def train_batches(self) -> int | None:
+        """Batches in one training epoch (None: the source cannot tell)."""
+        ...
+
+    @property
+    def val_batches(self) -> int | None:
+        """Batches in one validation pass (None: unknown or no validation data)."""
+        ...
+
+    @property
+    def has_val(self) -> bool:
+        """Whether the source has validation data."""
+        ...
+
+    def train_iterator(self, epoch: int = 0) -> Iterator[Batch]:
+        """One epoch of training batches, in the order fixed by the seed and `epoch`."""
+        ...
+
+    def val_iterator(self) -> Iterator[Batch]:
+        """A fresh pass over the validation batches."""
+        ...
+
+    def sample_batch(self) -> Batch:
+        """One real training batch (the first of epoch 0), for initialisation and tracing."""
+        ...
+
+
+def _num_batches(examples: int, batch_size: int, drop_remainder: bool) -> int:
+    return examples // batch_size if drop_remainder else math.ceil(examples / batch_size)
+
+
+def _check_arrays(arrays: Mapping[str, np.ndarray], what: str, where: tuple[str, ...]) -> int:
+    if not arrays:
+        raise DataError(f"the {what} data holds no arrays", where)
+    sizes = {key: (value.shape[0] if value.ndim else None) for key, value in arrays.items()}
+    if any(size is None for size in sizes.values()):
+        scalars = ", ".join(sorted(k for k, s in sizes.items() if s is None))
+        raise DataError(f"the {what} data has arrays without a leading axis: {scalars}", where)
+    if len(set(sizes.values())) != 1:
+        listed = ", ".join(f"{key}: {size}" for key, size in sizes.items())
+        raise DataError(
+            f"the {what} arrays differ in their first dimension ({listed})",
+            where,
+            "every array needs one row per example",
+        )
+    return next(iter(sizes.values()))  # type: ignore[return-value]
+
+
+@dataclass
+class ArraySource:
+    """Batches sliced from in-memory arrays, reshuffled each epoch by `seed` and `epoch`."""
+
+    train: dict[str, np.ndarray]
+    val: dict[str, np.ndarray] | None
+    batch_size: int
+    seed: int = 0
+    shuffle: bool = True
+    drop_remainder: bool = True
+    train_examples: int = field(init=False)
+    val_examples: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.train_examples = _check_arrays(self.train, "training", ("data",))
+        self.val_examples = _check_arrays(self.val, "validation", ("data",)) if self.val else 0
+        if self.train_batches == 0:
+            raise DataError(
+                f"batch_size {self.batch_size} is larger than the {self.train_examples} "
+                "training examples, so an epoch has no full batch",
+                ("data", "batch_size"),
+                f"use a batch_size of at most {self.train_examples}, or drop_remainder: false",
+            )
+
+    @property
+    def train_batches(self) -> int:
+        return _num_batches(self.train_examples, self.batch_size, self.drop_remainder)
+
+    @property
+    def val_batches(self) -> int | None:
+        if not self.val:
+            return None
+        return _num_batches(self.val_examples, self.batch_size, self.drop_remainder)
+
+    @property
+    def has_val(self) -> bool:
+        return bool(self.val) and self.val_examples > 0
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The example order of training epoch `epoch` (0-based): a function of seed and epoch."""
+        if not self.shuffle:
+            return np.arange(self.train_examples)
+        rng = np.random.default_rng([self.seed, _SHUFFLE_TAG, epoch])
+        return rng.permutation(self.train_examples)
+
+    def train_iterator(self, epoch: int = 0) -> Iterator[Batch]:
+        order = self.epoch_order(epoch)
+        arrays = {key: value[order] for key, value in self.train.items()}
+        return self._slices(arrays, self.train_batches)
+
+    def val_iterator(self) -> Iterator[Batch]:
+        if not self.val:
+            raise DataError("this data source has no validation data", ("validation",))
+        return self._slices(self.val, self.val_batches or 0)
+
+    def sample_batch(self) -> Batch:
+        return next(self.train_iterator(0))
+
+    def _slices(self, arrays: dict[str, np.ndarray], batches: int) -> Iterator[Batch]:
+        size = self.batch_size
+        for i in range(batches):
+            yield {key: value[i * size : (i + 1) * size] for key, value in arrays.items()}
+
+
+@dataclass
+class PythonSource:
+    """Batches from user functions `fn(batch_size) -> iterator`, called afresh each pass."""
+
+    train_fn: Callable[[int], Iterator[Batch]]
+    val_fn: Callable[[int], Iterator[Batch]] | None
+    batch_size: int
+
+    @property
+    def train_batches(self) -> int | None:
+        return None
+
+    @property
+    def val_batches(self) -> int | None:
+        return None
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_fn is not None
+
+    def train_iterator(self, epoch: int = 0) -> Iterator[Batch]:
+        return iter(self.train_fn(self.batch_size))
+
+    def val_iterator(self) -> Iterator[Batch]:
+        if self.val_fn is None:
+            raise DataError("this data source has no `val` function", ("data", "val"))
+        return iter(self.val_fn(self.batch_size))
+
+    def sample_batch(self) -> Batch:
+        try:
+            return next(self.train_iterator(0))
+        except StopIteration:
+            raise DataError(
+                "the `train` function returned an iterator that yields no batch",
+                ("data", "train"),
+            ) from None
+
+
+def split_by_seed(
+    arrays: dict[str, np.ndarray], val_fraction: float, seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """Hold out `ceil(val_fraction * N)` examples chosen by `seed` (scikit-learn's rounding)."""
+    n = _check_arrays(arrays, "source", ("data",))
+    n_val = math.ceil(round(n * val_fraction, 9)) if val_fraction > 0 else 0
+    if n_val == 0:
+        return arrays, None
+    if n_val >= n:
+        raise DataError(
+            f"val_fraction {val_fraction} leaves no training examples out of {n}",
+            ("data", "val_fraction"),
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    train = {key: value[train_idx] for key, value in arrays.items()}
+    val = {key: value[val_idx] for key, value in arrays.items()}
+    return train, val
+
+
+def digits(
+    batch_size: int,
+    *,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    shuffle: bool = True,
+    drop_remainder: bool = True,
+) -> ArraySource:
+    """scikit-learn's bundled 8×8 digits: `image` float32 N×8×8×1 in [0, 1], `label` int32."""
+    from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
+
+    raw = load_digits()
+    arrays = {
+        "image": (np.asarray(raw.images, np.float32) / 16.0)[..., None],
+        "label": np.asarray(raw.target, np.int32),
+    }
+    train, val = split_by_seed(arrays, val_fraction, seed)
+    return ArraySource(train, val, batch_size, seed, shuffle, drop_remainder)
+
+
+def synthetic_arrays(
+    task: str,
+    *,
+    examples: int = 1024,
+    features: int = 8,
+    classes: int = 2,
+    noise: float = 0.1,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """A linear teacher: `x` ~ N(0, 1); `y = x·w + noise` or the argmax class of noisy scores."""
+    rng = np.random.default_rng([seed, 0xDA7A])
+    x = rng.standard_normal((examples, features), dtype=np.float32)
+    if task == "regression":
+        w = rng.standard_normal((features, 1), dtype=np.float32) / np.sqrt(features)
+        eps = rng.standard_normal((examples, 1), dtype=np.float32)
+        y = (x @ w + noise * eps).astype(np.float32)
+        return {"x": x, "y": y}
+    if task == "classification":
+        w = rng.standard_normal((features, classes), dtype=np.float32)
+        eps = rng.standard_normal((examples, classes), dtype=np.float32)
+        labels = np.argmax(x @ w + noise * eps, axis=-1).astype(np.int32)
+        return {"x": x, "y": labels}
+    raise DataError(
+        f"unknown synthetic task {task!r}",
+        ("data", "task"),
+        "use 'regression' or 'classification'",
+    )
+
+
+def synthetic(
+    batch_size: int,
+    *,
+    task: str,
+    examples: int = 1024,
+    features: int = 8,
+    classes: int = 2,
+    noise: float = 0.1,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    shuffle: bool = True,
+    drop_remainder: bool = True,
+) -> ArraySource:
+    """Deterministic synthetic data from `seed`: keys `x` (N×features) and `y`."""
+    arrays = synthetic_arrays(
+        task, examples=examples, features=features, classes=classes, noise=noise, seed=seed
+    )
+    train, val = split_by_seed(arrays, val_fraction, seed)
+    return ArraySource(train, val, batch_size, seed, shuffle, drop_remainder)
+
+
+def _load_npz(path: str, where: tuple[str, ...]) -> dict[str, np.ndarray]:
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"no such file: {path}", where, "paths are relative to the current folder")
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            return {key: np.asarray(archive[key]) for key in archive.files}
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read {path} as an .npz archive: {error}", where) from None
+
+
+def npz(
+    batch_size: int,
+    *,
+    train: str,
+    val: str | None = None,
+    seed: int = 0,
+    shuffle: bool = True,
+    drop_remainder: bool = True,
+) -> ArraySource:
+    """Arrays from `.npz` files, one array per key with the same first dimension."""
+    train_arrays = _load_npz(train, ("data", "train"))
+    val_arrays = _load_npz(val, ("data", "val")) if val else None
+    _check_arrays(train_arrays, "training", ("data", "train"))
+    if val_arrays is not None:
+        _check_arrays(val_arrays, "validation", ("data", "val"))
+        if set(val_arrays) != set(train_arrays):
+            raise DataError(
+                f"{val} has keys {sorted(val_arrays)} but {train} has {sorted(train_arrays)}",
+                ("data", "val"),
+            )
+    return ArraySource(train_arrays, val_arrays, batch_size, seed, shuffle, drop_remainder)
+
+
+def import_function(path: str, where: tuple[str, ...]) -> Callable[..., Any]:
+    """Import `package.module:function`, with the current folder on the import path."""
+    module_name, _, attribute = path.partition(":")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as error:
+        raise DataError(
+            f"cannot import module {module_name!r}: {error}",
+            where,
+            "run beagle from the folder that holds your package",
+        ) from None
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            names = sorted(n for n in dir(target) if not n.startswith("_"))
+            raise DataError(
+                f"{module_name} has no attribute {attribute!r}",
+                where,
+                "it defines: " + ", ".join(names[:20]) if names else None,
+            )
+        target = getattr(target, part)
+    if not callable(target):
+        raise DataError(f"{path} is not callable", where)
+    return target  # type: ignore[no-any-return]
+
+
+def python(batch_size: int, *, train: str, val: str | None = None) -> PythonSource:
+    """User functions `package.module:function(batch_size)` returning a fresh iterator."""
+    train_fn = import_function(train, ("data", "train"))
+    val_fn = import_function(val, ("data", "val")) if val else None
+    return PythonSource(train_fn, val_fn, batch_size)
+
+
+def from_spec(data: Any, seed: int) -> DataSource:
+    """Build the source a spec's `data` section names (a `beagle.spec.models` data model)."""
+    common = {"seed": seed, "shuffle": data.shuffle, "drop_remainder": data.drop_remainder}
+    if data.source == "digits":
+        return digits(data.batch_size, val_fraction=data.val_fraction, **common)
+    if data.source == "synthetic":
+        return synthetic(
+            data.batch_size,
+            task=data.task,
+            examples=data.examples,
+            features=data.features,
+            classes=data.classes,
+            noise=data.noise,
+            val_fraction=data.val_fraction,
+            **common,
+        )
+    if data.source == "npz":
+        return npz(data.batch_size, train=data.train, val=data.val, **common)
+    if data.source == "python":
+        return python(data.batch_size, train=data.train, val=data.val)
+    raise DataError(f"unknown data source {data.source!r}", ("data", "source"))
