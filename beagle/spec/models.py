@@ -68,7 +68,9 @@ Mode = Literal["min", "max"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
 
 class ModelSpec(_Section):
@@ -122,7 +124,7 @@ DataSpec = Annotated[
 class ScheduleSpec(BaseModel):
     """`{schedule: <optax schedule name>, <its keyword args>}`."""
 
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True, allow_inf_nan=False)
     schedule: Identifier
     # Extra keys are the schedule's keyword arguments; `beagle.spec.semantics` checks
     # that each is an identifier with an OptaxArgValue.
