@@ -1,0 +1,373 @@
+"""Wiring a spec to real objects: the generated module, the model, the data, the state.
+
+Failures that a user fixes in the spec (an import path that does not resolve, arguments
+the model class does not take, data that does not fit the batch size) become `SpecError`
+problems at the spec line involved, so `beagle run` exits 2 with the same kind of message
+as `beagle check`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from beagle.spec import LoadedSpec, SpecError
+from beagle.spec.problems import did_you_mean
+
+__all__ = [
+    "DataPlan",
+    "Wired",
+    "build_model",
+    "build_state",
+    "import_attribute",
+    "import_module_from_file",
+    "import_module_from_text",
+    "init_variables",
+    "model_inputs",
+    "model_kwargs",
+    "module_hash",
+    "plan_data",
+    "wire",
+]
+
+
+def module_hash(text: str) -> str:
+    """The hash recorded in checkpoints to tell whether the generated module changed."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def ensure_cwd_on_path() -> None:
+    """The current folder is on the import path, as with `python -m` (SPEC.md, `model`)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def import_module_from_file(path: Path, module_name: str) -> ModuleType:
+    """Import the module at `path` under `module_name` (replacing one of that name)."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always loads
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
+def import_module_from_text(text: str, module_name: str, filename: str) -> ModuleType:
+    """Execute generated source `text` as a module (for tracing: nothing is written)."""
+    module = ModuleType(module_name)
+    module.__file__ = filename
+    sys.modules[module_name] = module
+    try:
+        exec(compile(text, filename, "exec"), module.__dict__)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
+def import_attribute(loaded: LoadedSpec, path: str, where: tuple[str | int, ...]) -> Any:
+    """Import `package.module:Attribute`, or raise a `SpecError` at `where`."""
+    ensure_cwd_on_path()
+    module_name, _, attribute = path.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as error:
+        raise SpecError(
+            [
+                loaded.problem(
+                    where,
+                    f"cannot import module {module_name!r}: {error}",
+                    "run beagle from the folder that holds your package",
+                )
+            ]
+        ) from None
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            names = [n for n in dir(target) if not n.startswith("_")]
+            raise SpecError(
+                [
+                    loaded.problem(
+                        where,
+                        f"module {module_name!r} has no attribute {attribute!r}",
+                        did_you_mean(part, names, f"{module_name} defines"),
+                    )
+                ]
+            )
+        target = getattr(target, part)
+    return target
+
+
+def build_model(loaded: LoadedSpec) -> Any:
+    """The `flax.linen.Module` the spec's `model.class` and `model.args` describe."""
+    import flax.linen as nn
+
+    spec = loaded.spec.model
+    cls = import_attribute(loaded, spec.class_path, ("model", "class"))
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise SpecError(
+            [loaded.problem(("model", "class"), f"{spec.class_path} is not a flax.linen.Module")]
+        )
+    try:
+        inspect.signature(cls).bind(**spec.args)
+    except TypeError as error:
+        fields = [p for p in inspect.signature(cls).parameters if p not in ("parent", "name")]
+        raise SpecError(
+            [
+                loaded.problem(
+                    ("model", "args"),
+                    f"{spec.class_path} does not take these arguments: {error}",
+                    "it takes: " + ", ".join(fields) if fields else None,
+                )
+            ]
+        ) from None
+    return cls(**spec.args)
+
+
+def model_inputs(loaded: LoadedSpec, batch: Mapping[str, Any]) -> list[Any]:
+    """The positional inputs the model is called with: the batch keys `model.input` names."""
+    refs = loaded.spec.model.input
+    refs_list = [refs] if isinstance(refs, str) else list(refs)
+    inputs = []
+    for i, ref in enumerate(refs_list):
+        key = ref.removeprefix("batch.")
+        if key not in batch:
+            where: tuple[str | int, ...] = (
+                ("model", "input") if isinstance(refs, str) else ("model", "input", i)
+            )
+            raise SpecError(
+                [
+                    loaded.problem(
+                        where,
+                        f"the batch has no key {key!r}",
+                        did_you_mean(key, list(batch), "the data source gives"),
+                    )
+                ]
+            )
+        inputs.append(batch[key])
+    return inputs
+
+
+def model_kwargs(loaded: LoadedSpec, *, train: bool) -> dict[str, Any]:
+    """The keyword arguments (the train flag) the model is called with."""
+    flag = loaded.spec.model.train_flag
+    return {flag: train} if flag else {}
+
+
+def init_rngs(loaded: LoadedSpec, key: Any) -> dict[str, Any]:
+    """`params` plus every stream `model.rngs` names, each with its own key."""
+    import jax
+
+    names = ["params", *[n for n in loaded.spec.model.rngs if n != "params"]]
+    keys = jax.random.split(key, len(names))
+    return {name: keys[i] for i, name in enumerate(names)}
+
+
+def init_variables(loaded: LoadedSpec, model: Any, batch: Mapping[str, Any], key: Any) -> Any:
+    """Initialise the model's variables from one real batch (eval mode, jitted once)."""
+    import jax
+
+    inputs = model_inputs(loaded, batch)
+    rngs = init_rngs(loaded, key)
+    kwargs = model_kwargs(loaded, train=False)
+    return jax.jit(lambda r, xs: model.init(r, *xs, **kwargs))(rngs, inputs)
+
+
+def check_collections(loaded: LoadedSpec, variables: Mapping[str, Any]) -> None:
+    """The model's variable collections agree with `model.batch_norm`."""
+    has_stats = "batch_stats" in variables
+    if has_stats and not loaded.spec.model.batch_norm:
+        raise SpecError(
+            [
+                loaded.problem(
+                    ("model", "batch_norm"),
+                    "the model has BatchNorm layers (a `batch_stats` collection) "
+                    "but the spec does not declare them",
+                    "set model.batch_norm: true",
+                )
+            ]
+        )
+    if loaded.spec.model.batch_norm and not has_stats:
+        raise SpecError(
+            [
+                loaded.problem(
+                    ("model", "batch_norm"),
+                    "model.batch_norm is true but the model has no BatchNorm layers "
+                    "(no `batch_stats` collection)",
+                    "set model.batch_norm: false, or check model.args",
+                )
+            ]
+        )
+    other = sorted(set(variables) - {"params", "batch_stats"})
+    if other:
+        raise SpecError(
+            [
+                loaded.problem(
+                    ("model", "class"),
+                    f"the model creates variable collections beagle does not keep: "
+                    f"{', '.join(other)}",
+                    "beagle keeps `params` and, with batch_norm, `batch_stats`",
+                )
+            ]
+        )
+
+
+def build_state(loaded: LoadedSpec, model: Any, variables: Mapping[str, Any], module: Any) -> Any:
+    """The `TrainState` with the generated optimizer (and `batch_stats` when declared)."""
+    from beagle.training import TrainState
+
+    check_collections(loaded, variables)
+    extra = {"batch_stats": variables["batch_stats"]} if loaded.spec.model.batch_norm else {}
+    return TrainState.create(
+        apply_fn=model.apply, params=variables["params"], tx=module.make_optimizer(), **extra
+    )
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """How many batches an epoch and a validation pass take, and where they come from."""
+
+    source: Any  # a beagle.data.DataSource
+    batches_per_epoch: int
+    val_batches: int | None  # None: until the (fresh) iterator ends
+    validate: bool
+    sample: Mapping[str, Any]  # one real training batch
+
+
+def _problem(
+    loaded: LoadedSpec, where: Sequence[str | int], message: str, hint: str | None = None
+) -> SpecError:
+    return SpecError([loaded.problem(tuple(where), message, hint)])
+
+
+def plan_data(loaded: LoadedSpec) -> DataPlan:
+    """Build the data source and settle the batch counts, checking them against the data."""
+    from beagle import data
+
+    spec = loaded.spec
+    try:
+        source = data.from_spec(spec.data, spec.seed)
+        sample = source.sample_batch()
+    except data.DataError as error:
+        raise _problem(loaded, error.field, error.message, error.hint) from None
+    k = spec.train.steps_per_call
+    available = source.train_batches
+    if spec.train.batches_per_epoch is not None:
+        per_epoch = spec.train.batches_per_epoch
+        if available is not None and per_epoch > available:
+            raise _problem(
+                loaded,
+                ("train", "batches_per_epoch"),
+                f"{per_epoch} is more than the {available} batches of "
+                f"{spec.data.batch_size} the training data holds",
+                f"use at most {available}, or leave it out to use them all",
+            )
+    elif available is None:
+        raise _problem(
+            loaded,
+            ("train",),
+            f"the {spec.data.source} data source cannot tell how many batches an epoch has",
+            "set train.batches_per_epoch",
+        )
+    else:
+        per_epoch = available
+    if per_epoch % k:
+        lower = per_epoch - per_epoch % k
+        raise _problem(
+            loaded,
+            ("train", "steps_per_call"),
+            f"an epoch of {per_epoch} batches does not divide into calls of {k} steps",
+            f"set train.batches_per_epoch to a multiple of {k}"
+            + (f" (such as {lower})" if lower else ""),
+        )
+    if k > 1 and not getattr(source, "drop_remainder", True):
+        raise _problem(
+            loaded,
+            ("data", "drop_remainder"),
+            "steps_per_call stacks batches, so they must all have the same shape",
+            "set data.drop_remainder: true",
+        )
+    validate = spec.validation is not None
+    val_batches: int | None = None
+    if validate:
+        assert spec.validation is not None
+        if not source.has_val:
+            hint = (
+                "set data.val_fraction above 0"
+                if spec.data.source in ("digits", "synthetic")
+                else "set data.val"
+            )
+            raise _problem(
+                loaded, ("validation",), "validation is asked for but the data has none", hint
+            )
+        val_batches = spec.validation.batches
+        known = source.val_batches
+        if val_batches is None:
+            if known is None:
+                raise _problem(
+                    loaded,
+                    ("validation",),
+                    f"the {spec.data.source} data source cannot tell how many batches "
+                    "a validation pass has",
+                    "set validation.batches",
+                )
+            val_batches = known
+        elif known is not None and val_batches > known:
+            raise _problem(
+                loaded,
+                ("validation", "batches"),
+                f"{val_batches} is more than the {known} batches the validation data holds",
+                f"use at most {known}",
+            )
+        if val_batches == 0:
+            raise _problem(
+                loaded,
+                ("data", "batch_size"),
+                f"the validation data holds fewer examples than one batch of "
+                f"{spec.data.batch_size}",
+                "use a smaller batch_size or a larger val_fraction",
+            )
+    return DataPlan(source, per_epoch, val_batches, validate, sample)
+
+
+@dataclass
+class Wired:
+    """Everything `train_loop` needs, built from a spec."""
+
+    module: Any
+    model: Any
+    state: Any
+    data: DataPlan
+    rng_key: Any  # the loop's key: step s draws fold_in(rng_key, s)
+
+
+def root_keys(seed: int) -> tuple[Any, Any]:
+    """(init key, loop key), both pure functions of the spec's seed."""
+    import jax
+
+    init_key, loop_key = jax.random.split(jax.random.PRNGKey(seed))
+    return init_key, loop_key
+
+
+def wire(loaded: LoadedSpec, module: Any) -> Wired:
+    """Build data, model and state for `module` (the imported generated module)."""
+    plan = plan_data(loaded)
+    model = build_model(loaded)
+    init_key, loop_key = root_keys(loaded.spec.seed)
+    variables = init_variables(loaded, model, plan.sample, init_key)
+    state = build_state(loaded, model, variables, module)
+    return Wired(module, model, state, plan, loop_key)
