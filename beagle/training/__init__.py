@@ -1,0 +1,35 @@
+"""beagle's training runtime: `train_loop`, `TrainState`, checkpoints and metrics.
+
+The seed's API (`docs/training.md`), plus the options and exceptions the generated step
+modules and `beagle run` rely on. Not imported by `import beagle`.
+"""
+
+from beagle.training.checkpoint import (
+    CheckpointInfo,
+    checkpoint_info,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from beagle.training.early_stopping import EarlyStopping
+from beagle.training.errors import DataExhaustedError, NonFiniteLossError, TrainingInterrupted
+from beagle.training.loop import train_loop
+from beagle.training.metrics import Metrics, average_metrics, format_metrics
+from beagle.training.state import TrainState
+
+__all__ = [
+    "CheckpointInfo",
+    "DataExhaustedError",
+    "EarlyStopping",
+    "Metrics",
+    "NonFiniteLossError",
+    "TrainState",
+    "TrainingInterrupted",
+    "average_metrics",
+    "checkpoint_info",
+    "format_metrics",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+    "train_loop",
+]

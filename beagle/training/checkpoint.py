@@ -1,0 +1,257 @@
+"""Checkpoints on orbax: `checkpoint_dir/checkpoint_<global step>`, complete or absent.
+
+Each checkpoint folder holds two orbax items: `state` (the whole `TrainState`: step,
+params, optimizer state, batch statistics) and `record` (JSON: epoch and position in it,
+RNG key, history, on-device partial-epoch sums, early-stopping and best-metric state,
+metadata). Orbax writes a folder under a temporary name and renames it when complete, so
+a kill during a save leaves the previous checkpoints usable; `latest_checkpoint` only
+sees completed folders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import jax
+import orbax.checkpoint as ocp
+
+CHECKPOINT_PREFIX = "checkpoint"
+_NAME = re.compile(rf"{CHECKPOINT_PREFIX}_(\d+)")
+_STATE = "state"
+_RECORD = "record"
+RECORD_FORMAT = 1
+
+StateT = TypeVar("StateT")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint's record says about the run that wrote it.
+
+    `epoch` counts completed epochs and `position` the steps done in the next one, so
+    `step` is the global step count; `finished` is true when the run that wrote it ended
+    (all epochs, or early stopping).
+    """
+
+    path: Path
+    step: int
+    epoch: int
+    position: int
+    finished: bool
+    metadata: dict[str, str]
+    history: dict[str, list[float]]
+    stopped_early: bool = False
+    best: dict[str, Any] | None = None
+
+
+def checkpoint_path(checkpoint_dir: str | Path, step: int) -> Path:
+    """`checkpoint_dir/checkpoint_<step>`."""
+    return Path(checkpoint_dir) / f"{CHECKPOINT_PREFIX}_{step}"
+
+
+def _is_complete(path: Path) -> bool:
+    return (
+        _NAME.fullmatch(path.name) is not None
+        and path.is_dir()
+        and (path / _STATE).is_dir()
+        and (path / _RECORD).exists()
+    )
+
+
+def checkpoint_steps(checkpoint_dir: str | Path) -> list[int]:
+    """Global steps of the complete checkpoints in `checkpoint_dir`, ascending."""
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return []
+    steps = []
+    for child in root.iterdir():
+        match = _NAME.fullmatch(child.name)
+        if match and _is_complete(child):
+            steps.append(int(match.group(1)))
+    return sorted(steps)
+
+
+def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
+    """The complete checkpoint with the highest step in `checkpoint_dir`, or None."""
+    steps = checkpoint_steps(checkpoint_dir)
+    return checkpoint_path(checkpoint_dir, steps[-1]) if steps else None
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """The JSON record of the checkpoint at `path`."""
+    path = Path(path)
+    if not _is_complete(path):
+        raise FileNotFoundError(f"{path} is not a complete beagle checkpoint")
+    checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+    restored = checkpointer.restore(
+        path.absolute(), args=ocp.args.Composite(**{_RECORD: ocp.args.JsonRestore()})
+    )
+    return dict(restored[_RECORD])
+
+
+def checkpoint_info(path: str | Path) -> CheckpointInfo:
+    """Step, epoch, position, finished flag, metadata and history of a checkpoint."""
+    record = read_record(path)
+    return CheckpointInfo(
+        path=Path(path),
+        step=int(record["step"]),
+        epoch=int(record.get("epoch", 0)),
+        position=int(record.get("position", 0)),
+        finished=bool(record.get("finished", False)),
+        metadata=dict(record.get("metadata") or {}),
+        history={k: list(v) for k, v in (record.get("history") or {}).items()},
+        stopped_early=bool((record.get("early_stopping") or {}).get("stopped", False)),
+        best=record.get("best"),
+    )
+
+
+def _abstract(state: Any) -> Any:
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+
+
+def _resolve(path: str | Path) -> Path:
+    path = Path(path)
+    if _is_complete(path):
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise FileNotFoundError(f"no complete checkpoint at {path}")
+    return latest
+
+
+def restore_checkpoint(path: str | Path, state: StateT) -> tuple[StateT, dict[str, Any]]:
+    """The state (with `state`'s structure, dtypes and shardings) and record at `path`."""
+    path = _resolve(path).absolute()
+    checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+    restored = checkpointer.restore(
+        path,
+        args=ocp.args.Composite(
+            **{
+                _STATE: ocp.args.StandardRestore(_abstract(state)),
+                _RECORD: ocp.args.JsonRestore(),
+            }
+        ),
+    )
+    return restored[_STATE], dict(restored[_RECORD])
+
+
+def load_checkpoint(path: str | Path, state: StateT) -> StateT:
+    """Restore the `TrainState` saved at `path` into the structure of `state`.
+
+    `path` is a checkpoint folder (`.../checkpoint_100`) or a checkpoint directory, in which
+    case its latest complete checkpoint is loaded.
+    """
+    return restore_checkpoint(path, state)[0]
+
+
+def save_checkpoint(
+    state: Any,
+    checkpoint_dir: str | Path,
+    step: int,
+    *,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Save `state` to `checkpoint_dir/checkpoint_<step>` and wait until it is complete.
+
+    An existing checkpoint of the same step is replaced. Returns the checkpoint's path.
+    """
+    record = {
+        "format": RECORD_FORMAT,
+        "step": int(step),
+        "epoch": 0,
+        "position": 0,
+        "finished": False,
+        "history": {},
+        "metadata": dict(metadata or {}),
+    }
+    writer = CheckpointWriter(checkpoint_dir, keep=None, asynchronous=False)
+    try:
+        return writer.save(int(step), state, record, replace=True)
+    finally:
+        writer.close()
+
+
+class CheckpointWriter:
+    """Saves the loop's checkpoints through one orbax `CheckpointManager`.
+
+    Saves are asynchronous: `save` returns once the arrays are copied off the training
+    buffers, and orbax writes the files in the background. It keeps the newest `keep`
+    checkpoints plus the best one by `best_metric` (orbax's `LatestN` and `BestN`
+    preservation policies), and removes temporary folders left by a killed save.
+    """
+
+    def __init__(
+        self,
+        checkpoint_dir: str | Path,
+        *,
+        keep: int | None = 3,
+        best_metric: str | None = None,
+        best_mode: str = "min",
+        asynchronous: bool = True,
+    ) -> None:
+        self.directory = Path(checkpoint_dir).absolute()
+        self.best_metric = best_metric
+        policies: list[Any] = [ocp.checkpoint_managers.LatestN(n=keep)]
+        best_fn = None
+        if best_metric is not None:
+            metric = best_metric
+
+            def best_fn(metrics: Mapping[str, float]) -> float:
+                return float(metrics[metric])
+
+            policies.append(
+                ocp.checkpoint_managers.BestN(
+                    get_metric_fn=best_fn,
+                    reverse=best_mode == "min",
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            step_prefix=CHECKPOINT_PREFIX,
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+            best_fn=best_fn,
+            best_mode=best_mode,
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=asynchronous,
+            create=True,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=(_STATE, _RECORD)
+        )
+
+    def save(
+        self,
+        step: int,
+        state: Any,
+        record: Mapping[str, Any],
+        *,
+        metrics: Mapping[str, float] | None = None,
+        replace: bool = False,
+    ) -> Path:
+        """Start saving `state` and `record` as `checkpoint_<step>`; returns its path."""
+        if replace and step in self._manager.all_steps():
+            self._manager.wait_until_finished()
+            self._manager.delete(step)
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                **{_STATE: ocp.args.StandardSave(state), _RECORD: ocp.args.JsonSave(dict(record))}
+            ),
+            metrics=dict(metrics) if metrics is not None and self.best_metric else None,
+            force=True,
+        )
+        return checkpoint_path(self.directory, step)
+
+    def wait(self) -> None:
+        """Block until every started save is complete on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finish pending saves and release orbax's threads."""
+        self._manager.wait_until_finished()
+        self._manager.close()

@@ -1,0 +1,619 @@
+"""`train_loop`: runs jitted steps over epochs, without waiting on the device per step.
+
+Per step the loop only takes a batch, calls the step with a key it derived ahead of time
+(`rng.step_keys`, one dispatch per chunk of calls) and keeps the returned metrics. Every
+`chunk` calls one jitted fold adds them to on-device sums, and the host reads the sums
+once per epoch. Checkpoints (see `checkpoint.py`) carry everything an exact resume needs,
+including the not yet folded metrics of a partial epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal, TypeVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from beagle.training.checkpoint import (
+    RECORD_FORMAT,
+    CheckpointWriter,
+    checkpoint_steps,
+    latest_checkpoint,
+    restore_checkpoint,
+)
+from beagle.training.early_stopping import EarlyStopping
+from beagle.training.errors import DataExhaustedError, NonFiniteLossError, TrainingInterrupted
+from beagle.training.metrics import StepMetricSums, SumsOnHost, fetch_to_host
+from beagle.training.progress import EpochProgress
+from beagle.training.rng import step_keys, validation_key
+
+StateT = TypeVar("StateT")
+History = dict[str, list[float]]
+
+CHUNK_STEPS = 64
+"""Steps whose metrics one fold (and one key derivation) covers."""
+
+
+@jax.jit
+def _copy_tree(tree: Any) -> Any:
+    # Fresh buffers: the caller's state survives donation, and a checkpoint being
+    # written in the background never shares memory with a buffer a step donates.
+    return jax.tree.map(jnp.copy, tree)
+
+
+def _batch_size(batch: Any) -> int:
+    return int(np.shape(jax.tree_util.tree_leaves(batch)[0])[0])
+
+
+def _stack_leaves(*leaves: Any) -> Any:
+    if all(isinstance(leaf, np.ndarray) for leaf in leaves):
+        return np.stack(leaves)
+    return jnp.stack(leaves)
+
+
+def _takes_epoch(fn: Callable[..., Any]) -> bool:
+    try:
+        return "epoch" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_deleted(tree: Any) -> bool:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return any(isinstance(leaf, jax.Array) and leaf.is_deleted() for leaf in leaves)
+
+
+def _key_to_record(key: jax.Array) -> dict[str, Any]:
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    data = np.asarray(fetch_to_host(jax.random.key_data(key) if typed else key))
+    return {"typed": typed, "shape": list(data.shape), "data": data.reshape(-1).tolist()}
+
+
+def _key_from_record(record: Mapping[str, Any], like: jax.Array) -> jax.Array:
+    data = jnp.asarray(np.asarray(record["data"], np.uint32).reshape(record["shape"]))
+    if record["typed"]:
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(like))
+    return data
+
+
+class _StopRequest:
+    """Set by the SIGTERM/SIGINT handlers; the loop checks it after every call."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.reason = ""
+
+
+@contextlib.contextmanager
+def _stop_signals(stop: _StopRequest) -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into `stop.requested` (main thread only); restore after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for the step
+        stop.requested = True
+        stop.reason = signal.Signals(signum).name
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+class _Interrupt(Exception):
+    """Raised inside the loop when a stop was requested; turned into TrainingInterrupted."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    """`train_loop`'s arguments, checked."""
+
+    train_step_fn: Callable[..., tuple[Any, Mapping[str, Any]]]
+    data_iterator_fn: Callable[..., Iterable[Any]]
+    num_epochs: int
+    num_batches: int
+    checkpoint_dir: str | Path | None
+    checkpoint_every: int
+    val_step_fn: Callable[..., tuple[Any, Mapping[str, Any]]] | None
+    val_data_iterator: Any
+    val_num_batches: int | None
+    show_progress: bool
+    steps_per_call: int
+    nan_mode: str
+    resume: bool
+    keep: int
+    best_metric: str | None
+    best_mode: str
+    early_stopping: EarlyStopping | None
+    val_every: int
+    metadata: Mapping[str, str] | None
+    on_epoch_end: Callable[[int, History], None] | None
+
+
+class _Run:
+    """One call of `train_loop`: the loop's mutable bookkeeping and its steps."""
+
+    def __init__(self, cfg: _Config, state: Any, rng_key: jax.Array) -> None:
+        self.cfg = cfg
+        self.state = state
+        self.rng_key = rng_key
+        self.num_calls = self.cfg.num_batches // self.cfg.steps_per_call
+        self.chunk_calls = max(1, CHUNK_STEPS // self.cfg.steps_per_call)
+        self.stop_on_skipped = self.cfg.nan_mode == "stop"
+        self.history: History = {}
+        self.epoch = 0  # completed epochs
+        self.position = 0  # steps done in the current epoch
+        self.global_step = 0
+        self.sums = StepMetricSums(stop_on_skipped=self.stop_on_skipped)
+        self.stopping = self.cfg.early_stopping.initial_state() if self.cfg.early_stopping else None
+        self.best: dict[str, Any] | None = None
+        self.validations = 0
+        self.saved_step: int | None = None
+        self.stop = _StopRequest()
+        self.writer: CheckpointWriter | None = None
+        self.progress = EpochProgress(self.cfg.num_epochs) if self.cfg.show_progress else None
+        self.train_takes_epoch = _takes_epoch(self.cfg.data_iterator_fn)
+        self.val_takes_epoch = (
+            callable(self.cfg.val_data_iterator)
+            and not hasattr(self.cfg.val_data_iterator, "__next__")
+            and _takes_epoch(self.cfg.val_data_iterator)
+        )
+
+    # ---------------------------------------------------------------- driver
+    def run(self) -> tuple[Any, History]:
+        try:
+            with _stop_signals(self.stop):
+                self._open()
+                try:
+                    self._epochs()
+                except (_Interrupt, KeyboardInterrupt) as exc:
+                    self._interrupted(exc)
+            return self.state, self.history
+        finally:
+            if self.progress is not None:
+                self.progress.close()
+            if self.writer is not None:
+                self.writer.close()
+
+    def _open(self) -> None:
+        if self.cfg.checkpoint_dir is None:
+            self.state = _copy_tree(self.state)
+            return
+        latest = latest_checkpoint(self.cfg.checkpoint_dir)
+        if latest is not None and not self.cfg.resume:
+            raise FileExistsError(
+                f"{self.cfg.checkpoint_dir} already holds checkpoints ({latest.name} is the "
+                "latest); pass resume=True to continue that run, or use an empty directory"
+            )
+        self.writer = CheckpointWriter(
+            self.cfg.checkpoint_dir,
+            keep=self.cfg.keep,
+            best_metric=self.cfg.best_metric,
+            best_mode=self.cfg.best_mode,
+        )
+        if latest is None:
+            self.state = _copy_tree(self.state)
+            return
+        self.state, record = restore_checkpoint(latest, self.state)
+        self._apply_record(record, latest)
+
+    def _apply_record(self, record: Mapping[str, Any], path: Path) -> None:
+        position = int(record["position"])
+        if position and int(record["num_batches"]) != self.cfg.num_batches:
+            raise ValueError(
+                f"{path} stopped {position} steps into an epoch of "
+                f"{record['num_batches']} batches; resume it with "
+                f"num_batches={record['num_batches']}, not {self.cfg.num_batches}"
+            )
+        if position % self.cfg.steps_per_call:
+            raise ValueError(
+                f"{path} stopped at step {position} of its epoch, which is not a multiple of "
+                f"steps_per_call={self.cfg.steps_per_call}"
+            )
+        self.global_step = int(record["step"])
+        self.epoch = int(record["epoch"])
+        self.position = position
+        self.history = {k: [float(v) for v in vs] for k, vs in record["history"].items()}
+        self.rng_key = _key_from_record(record["rng_key"], self.rng_key)
+        self.validations = int(record.get("validations", 0))
+        if record.get("partial") is not None:
+            self.sums = StepMetricSums.from_json(
+                record["partial"], stop_on_skipped=self.stop_on_skipped
+            )
+        if self.cfg.early_stopping is not None and record.get("early_stopping") is not None:
+            self.stopping = dict(record["early_stopping"])
+        self.best = record.get("best")
+        self.saved_step = self.global_step
+
+    def _epochs(self) -> None:
+        while self.epoch < self.cfg.num_epochs and not (self.stopping and self.stopping["stopped"]):
+            started = time.perf_counter()
+            if self.progress is not None:
+                self.progress.start_epoch(self.epoch + 1, self.cfg.num_batches, self.position)
+            if self.position < self.cfg.num_batches:
+                self._train_steps()
+            self._end_epoch(started)
+            if self.stop.requested:
+                raise _Interrupt
+        if self.writer is not None and self.saved_step != self.global_step:
+            self._save(finished=True)
+
+    # ---------------------------------------------------------------- training
+    def _open_train_iterator(self) -> Iterator[Any]:
+        source = (
+            self.cfg.data_iterator_fn(epoch=self.epoch)
+            if self.train_takes_epoch
+            else self.cfg.data_iterator_fn()
+        )
+        iterator = iter(source)
+        for taken in range(self.position):  # resuming inside an epoch
+            self._next_train_batch(iterator, taken)
+        return iterator
+
+    def _next_train_batch(self, iterator: Iterator[Any], taken: int) -> Any:
+        try:
+            return next(iterator)
+        except StopIteration:
+            raise DataExhaustedError(
+                f"data_iterator_fn() gave only {taken} of num_batches={self.cfg.num_batches} "
+                f"batches in epoch {self.epoch + 1}/{self.cfg.num_epochs}; its iterator must "
+                "yield at least num_batches batches every epoch (lower num_batches, or "
+                "make data_iterator_fn yield more)"
+            ) from None
+
+    def _train_steps(self) -> None:
+        iterator = self._open_train_iterator()
+        step_fn = self.cfg.train_step_fn
+        sums = self.sums
+        stop = self.stop
+        k = self.cfg.steps_per_call
+        progress = self.progress
+        next_refresh = time.perf_counter() + EpochProgress.refresh_seconds
+        lagged: Any = None
+        recent: Any = None
+        first_step = self.global_step - self.position
+        call = self.position // k
+        while call < self.num_calls:
+            chunk_start = call - call % self.chunk_calls
+            chunk_len = min(self.chunk_calls, self.num_calls - chunk_start)
+            keys = step_keys(self.rng_key, first_step + chunk_start * k, chunk_len, k)
+            for index in range(call - chunk_start, chunk_len):
+                if k == 1:
+                    batch = self._next_train_batch(iterator, self.position)
+                    sizes: list[int] = [_batch_size(batch)]
+                else:
+                    parts = [self._next_train_batch(iterator, self.position + i) for i in range(k)]
+                    sizes = [_batch_size(part) for part in parts]
+                    batch = jax.tree.map(_stack_leaves, *parts)
+                self.state, metrics = step_fn(self.state, batch, keys[index])
+                sums.add(metrics, sizes)
+                self.position += k
+                self.global_step += k
+                if stop.requested:
+                    raise _Interrupt
+                if progress is not None:
+                    lagged, recent = recent, metrics
+                    if time.perf_counter() >= next_refresh:
+                        progress.update(self.position, _ready_values(lagged))
+                        next_refresh = time.perf_counter() + EpochProgress.refresh_seconds
+            sums.fold()
+            call = chunk_start + chunk_len
+
+    def _raise_if_not_finite(self, totals: SumsOnHost | None) -> None:
+        if totals is None or totals.bad_step is None:
+            return
+        raise NonFiniteLossError(
+            epoch=self.epoch + 1,
+            step=self.global_step - self.position + totals.bad_step,
+            step_in_epoch=totals.bad_step,
+            names=totals.bad_names,
+        )
+
+    # ---------------------------------------------------------------- epoch end
+    def _end_epoch(self, started: float) -> None:
+        totals = self.sums.fetch()
+        self._raise_if_not_finite(totals)
+        entry = {} if totals is None else totals.history_values(self.sums.has_skipped)
+        values = {f"train_{name}": value for name, value in entry.items()}
+        epoch = self.epoch + 1
+        if self.cfg.val_step_fn is not None and epoch % self.cfg.val_every == 0:
+            values.update({f"val_{name}": value for name, value in self._validate().items()})
+            self.validations += 1
+        for name, value in values.items():
+            self.history.setdefault(name, []).append(value)
+        self.epoch = epoch
+        self.position = 0
+        self.sums = StepMetricSums(stop_on_skipped=self.stop_on_skipped)
+        best_value = self._track(values)
+        finished = self.epoch >= self.cfg.num_epochs or bool(
+            self.stopping and self.stopping["stopped"]
+        )
+        if self.writer is not None and (finished or self.epoch % self.cfg.checkpoint_every == 0):
+            self._save(finished=finished, best_value=best_value)
+        if self.progress is not None:
+            self.progress.end_epoch(
+                epoch, values, time.perf_counter() - started, self.cfg.num_batches
+            )
+        if self.cfg.on_epoch_end is not None:
+            self.cfg.on_epoch_end(epoch, {k: list(v) for k, v in self.history.items()})
+
+    def _track(self, values: Mapping[str, float]) -> float | None:
+        """Update early stopping and the best metric; the best metric's value this epoch."""
+        if self.cfg.early_stopping is not None and self.stopping is not None:
+            name = self.cfg.early_stopping.metric
+            self._check_history_key(name, "early_stopping.metric")
+            if name in values:
+                self.stopping = self.cfg.early_stopping.update(
+                    self.stopping, values[name], self.epoch
+                )
+        if self.cfg.best_metric is None:
+            return None
+        self._check_history_key(self.cfg.best_metric, "best_metric")
+        value = values.get(self.cfg.best_metric)
+        if value is None:
+            return None
+        best = None if self.best is None else float(self.best["value"])
+        better = not math.isnan(value) and (
+            best is None or (value < best if self.cfg.best_mode == "min" else value > best)
+        )
+        if better:
+            self.best = {
+                "metric": self.cfg.best_metric,
+                "mode": self.cfg.best_mode,
+                "value": value,
+                "epoch": self.epoch,
+                "step": self.global_step,
+            }
+        return value
+
+    def _check_history_key(self, name: str, option: str) -> None:
+        if name in self.history:
+            return
+        if name.startswith("val_") and self.cfg.val_step_fn is not None and self.validations == 0:
+            return  # no validation has run yet
+        raise ValueError(
+            f"{option}={name!r} is not a history key; the history has "
+            f"{', '.join(sorted(self.history)) or 'no keys'}"
+        )
+
+    # ---------------------------------------------------------------- validation
+    def _open_val_iterator(self) -> tuple[Iterator[Any], bool]:
+        source = self.cfg.val_data_iterator
+        if hasattr(source, "__next__"):
+            return source, False
+        if callable(source):
+            made = source(epoch=self.epoch) if self.val_takes_epoch else source()
+            return iter(made), True
+        return iter(source), True
+
+    def _validate(self) -> dict[str, float]:
+        val_step_fn = self.cfg.val_step_fn
+        assert val_step_fn is not None
+        iterator, fresh = self._open_val_iterator()
+        wanted = self.cfg.val_num_batches
+        root = validation_key(self.rng_key, self.epoch)
+        sums = StepMetricSums(stop_on_skipped=False)
+        done = 0
+        while wanted is None or done < wanted:
+            chunk_len = CHUNK_STEPS if wanted is None else min(CHUNK_STEPS, wanted - done)
+            keys = step_keys(root, done, chunk_len)
+            ended = False
+            for index in range(chunk_len):
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    ended = True
+                    break
+                _, metrics = val_step_fn(self.state, batch, keys[index])
+                sums.add(metrics, [_batch_size(batch)])
+                done += 1
+            if ended:
+                if wanted is None and done > 0:
+                    break
+                raise self._val_exhausted(done, fresh)
+        totals = sums.fetch()
+        return {} if totals is None else totals.history_values(sums.has_skipped)
+
+    def _val_exhausted(self, done: int, fresh: bool) -> DataExhaustedError:
+        limit = self.cfg.val_num_batches
+        wanted = "" if limit is None else f" of val_num_batches={limit}"
+        where = f"in the validation after epoch {self.epoch + 1}/{self.cfg.num_epochs}"
+        if fresh:
+            return DataExhaustedError(
+                f"val_data_iterator gave only {done}{wanted} batches {where}; "
+                "lower val_num_batches or give it more data"
+            )
+        return DataExhaustedError(
+            f"val_data_iterator ran dry: it gave {done}{wanted} batches {where}. It is an "
+            "iterator, consumed across epochs; pass a zero-argument callable that returns a "
+            "fresh iterator instead (val_data_iterator=lambda: make_val_batches()), or an "
+            "iterator long enough for every validation"
+        )
+
+    # ---------------------------------------------------------------- checkpoints
+    def _record(self, finished: bool) -> dict[str, Any]:
+        return {
+            "format": RECORD_FORMAT,
+            "step": self.global_step,
+            "epoch": self.epoch,
+            "position": self.position,
+            "finished": finished,
+            "num_batches": self.cfg.num_batches,
+            "steps_per_call": self.cfg.steps_per_call,
+            "history": self.history,
+            "validations": self.validations,
+            "rng_key": _key_to_record(self.rng_key),
+            "partial": (
+                self.sums.to_json() if self.position or self.sums.carry is not None else None
+            ),
+            "early_stopping": self.stopping,
+            "best": self.best,
+            "metadata": dict(self.cfg.metadata or {}),
+        }
+
+    def _save(self, *, finished: bool, best_value: float | None = None) -> Path:
+        assert self.writer is not None
+        record = self._record(finished)
+        replace = self.global_step in checkpoint_steps(self.writer.directory)
+        path = self.writer.save(
+            self.global_step,
+            _copy_tree(self.state),
+            record,
+            metrics=(
+                None
+                if best_value is None or self.cfg.best_metric is None
+                else {self.cfg.best_metric: best_value}
+            ),
+            replace=replace,
+        )
+        self.saved_step = self.global_step
+        return path
+
+    def _interrupted(self, exc: BaseException) -> None:
+        """Save the current step (unless the state is gone) and raise TrainingInterrupted."""
+        if _is_deleted(self.state):
+            raise exc  # the step that was interrupted had consumed its donated state
+        self._raise_if_not_finite(self.sums.peek())
+        reason = self.stop.reason or "KeyboardInterrupt"
+        path: Path | None = None
+        if self.writer is not None:
+            if self.saved_step == self.global_step:
+                path = self.writer.directory / f"checkpoint_{self.global_step}"
+            else:
+                path = self._save(finished=False)
+            self.writer.wait()
+        where = (
+            f"global step {self.global_step} (epoch {self.epoch + 1}, step {self.position} "
+            f"of {self.cfg.num_batches})"
+        )
+        saved = f"checkpoint saved to {path}" if path else "no checkpoint_dir, nothing saved"
+        raise TrainingInterrupted(
+            f"training interrupted by {reason} at {where}; {saved}",
+            checkpoint_path=path,
+            step=self.global_step,
+        ) from (exc if isinstance(exc, KeyboardInterrupt) else None)
+
+
+def _ready_values(metrics: Mapping[str, jax.Array] | None) -> dict[str, float] | None:
+    """A finished step's metrics on the host, or None if that step still runs."""
+    if metrics is None:
+        return None
+    leaves = jax.tree_util.tree_leaves(metrics)
+    if not all(not isinstance(x, jax.Array) or x.is_ready() for x in leaves):  # type: ignore[attr-defined]
+        return None
+    host = fetch_to_host(metrics)
+    return {name: float(np.asarray(value).reshape(-1)[-1]) for name, value in host.items()}
+
+
+def _iterable_or_callable(value: Any) -> bool:
+    return hasattr(value, "__next__") or callable(value) or isinstance(value, Iterable)
+
+
+def train_loop(
+    state: StateT,
+    train_step_fn: Callable[..., tuple[StateT, Mapping[str, Any]]],
+    data_iterator_fn: Callable[..., Iterable[Any]],
+    num_epochs: int,
+    num_batches: int,
+    rng_key: jax.Array,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    val_step_fn: Callable[..., tuple[Any, Mapping[str, Any]]] | None = None,
+    val_data_iterator: Iterator[Any] | Callable[..., Iterable[Any]] | Iterable[Any] | None = None,
+    val_num_batches: int | None = None,
+    show_progress: bool = True,
+    *,
+    steps_per_call: int = 1,
+    nan_mode: Literal["stop", "skip"] = "stop",
+    resume: bool = False,
+    keep: int = 3,
+    best_metric: str | None = None,
+    best_mode: Literal["min", "max"] = "min",
+    early_stopping: EarlyStopping | None = None,
+    val_every: int = 1,
+    metadata: Mapping[str, str] | None = None,
+    on_epoch_end: Callable[[int, History], None] | None = None,
+) -> tuple[StateT, History]:
+    """Train for `num_epochs` epochs of `num_batches` steps; returns the state and history.
+
+    `train_step_fn(state, batch, rng_key) -> (new_state, metrics)` may donate its state:
+    the loop works on a copy, so the caller's `state` stays valid. Step `s` (counted
+    over the whole run) gets `jax.random.fold_in(rng_key, s)`. `data_iterator_fn()` (or
+    `data_iterator_fn(epoch=e)` when it takes `epoch`, 0-based) gives each epoch's batches.
+    `history["train_<m>"]` holds each epoch's mean of metric `m`, every batch weighted by
+    its size (`skipped_steps` is a count); `history["val_<m>"]` one value per validation.
+
+    `val_data_iterator` is an iterator (consumed across epochs), a zero-argument callable
+    returning a fresh iterator per validation, or an iterable; `val_num_batches=None` runs
+    each validation until the iterator ends. Checkpoints go to
+    `checkpoint_dir/checkpoint_<global step>` every `checkpoint_every` epochs and at the
+    end; `resume=True` continues from the latest complete one. See `docs/training.md`.
+
+    Raises `NonFiniteLossError`, `DataExhaustedError`, or `TrainingInterrupted` (after
+    saving a checkpoint) on SIGTERM or Ctrl-C; never exits the process.
+    """
+    if num_epochs < 0:
+        raise ValueError(f"num_epochs must be >= 0, got {num_epochs}")
+    if num_batches < 1:
+        raise ValueError(f"num_batches must be >= 1, got {num_batches}")
+    if steps_per_call < 1 or num_batches % steps_per_call:
+        raise ValueError(
+            f"num_batches={num_batches} must be a multiple of steps_per_call={steps_per_call}"
+        )
+    if nan_mode not in ("stop", "skip"):
+        raise ValueError(f"nan_mode must be 'stop' or 'skip', got {nan_mode!r}")
+    if checkpoint_every < 1 or val_every < 1 or keep < 1:
+        raise ValueError("checkpoint_every, val_every and keep must be >= 1")
+    if best_mode not in ("min", "max"):
+        raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
+    if (val_step_fn is None) != (val_data_iterator is None):
+        raise ValueError("val_step_fn and val_data_iterator must be given together")
+    if val_data_iterator is not None and not _iterable_or_callable(val_data_iterator):
+        raise TypeError("val_data_iterator must be an iterator, an iterable or a callable")
+    if val_num_batches is not None and val_num_batches < 1:
+        raise ValueError(f"val_num_batches must be >= 1 or None, got {val_num_batches}")
+    if checkpoint_dir is None and (resume or best_metric is not None):
+        raise ValueError("resume and best_metric need a checkpoint_dir")
+    config = _Config(
+        train_step_fn=train_step_fn,
+        data_iterator_fn=data_iterator_fn,
+        num_epochs=num_epochs,
+        num_batches=num_batches,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        val_step_fn=val_step_fn,
+        val_data_iterator=val_data_iterator,
+        val_num_batches=val_num_batches,
+        show_progress=show_progress,
+        steps_per_call=steps_per_call,
+        nan_mode=nan_mode,
+        resume=resume,
+        keep=keep,
+        best_metric=best_metric,
+        best_mode=best_mode,
+        early_stopping=early_stopping,
+        val_every=val_every,
+        metadata=metadata,
+        on_epoch_end=on_epoch_end,
+    )
+    run = _Run(config, state, rng_key)
+    final_state, history = run.run()
+    return final_state, history

@@ -1,0 +1,279 @@
+"""Metrics: the seed's host-side helpers and the loop's on-device epoch sums.
+
+`Metrics`, `average_metrics` and `format_metrics` are the public helpers for code that
+holds metrics on the host. `StepMetricSums` is what `train_loop` uses: steps append their
+metric dicts (device arrays, never fetched), and every so many calls one jitted `fold`
+turns the pending ones into weighted sums on the device. The host reads the sums once per
+epoch (`fetch_sums`), so no step waits for the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SKIPPED_STEPS = "skipped_steps"
+"""The 0/1 metric a step returns when it skipped a non-finite update; counted, not averaged."""
+
+_NO_BAD_STEP = int(np.iinfo(np.int32).max)
+
+
+@dataclasses.dataclass(frozen=True)
+class Metrics:
+    """Named scalar values of one batch (or a mean of several), with the weight they carry."""
+
+    values: Mapping[str, float]
+    weight: float = 1.0
+
+    def merge(self, other: Metrics) -> Metrics:
+        """The weighted mean of `self` and `other`."""
+        return average_metrics([self, other])
+
+
+def average_metrics(batch_metrics: Sequence[Metrics | Mapping[str, Any]]) -> Metrics:
+    """Weighted mean of each metric over the batches that report it.
+
+    Plain mappings weigh 1. `average_metrics([Metrics(values={"loss": 1.0}),
+    Metrics(values={"loss": 2.0})]).values == {"loss": 1.5}`.
+    """
+    if not batch_metrics:
+        raise ValueError("average_metrics needs at least one Metrics")
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    total = 0.0
+    for item in batch_metrics:
+        values, weight = (item.values, item.weight) if isinstance(item, Metrics) else (item, 1.0)
+        total += weight
+        for name, value in values.items():
+            sums[name] = sums.get(name, 0.0) + float(value) * weight
+            weights[name] = weights.get(name, 0.0) + weight
+    means = {name: (sums[name] / weights[name] if weights[name] else math.nan) for name in sums}
+    return Metrics(values=means, weight=total)
+
+
+def format_metrics(metrics: Metrics | Mapping[str, Any], precision: int = 4) -> str:
+    """`"loss: 1.5000, accuracy: 0.9000"`: each metric with `precision` decimals."""
+    values = metrics.values if isinstance(metrics, Metrics) else metrics
+    return ", ".join(f"{name}: {float(value):.{precision}f}" for name, value in values.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class SumsOnHost:
+    """An epoch's (or a validation's) sums, fetched: means and the first non-finite step."""
+
+    means: dict[str, float]
+    skipped: float
+    steps: int
+    bad_step: int | None
+    bad_names: tuple[str, ...]
+
+    def history_values(self, has_skipped: bool) -> dict[str, float]:
+        """The epoch's history entry: means, and `skipped_steps` as a count."""
+        values = dict(self.means)
+        if has_skipped:
+            values[SKIPPED_STEPS] = self.skipped
+        return values
+
+
+def _column(pending: Sequence[Mapping[str, jax.Array]], name: str) -> jax.Array:
+    return jnp.concatenate([jnp.reshape(m[name], (-1,)) for m in pending]).astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("stop_on_skipped",))
+def _fold(
+    carry: dict[str, Any] | None,
+    pending: list[Mapping[str, jax.Array]],
+    sizes: jax.Array,
+    first_index: jax.Array,
+    *,
+    stop_on_skipped: bool,
+) -> dict[str, Any]:
+    names = [name for name in pending[0] if name != SKIPPED_STEPS]
+    values = {name: _column(pending, name) for name in names}
+    skipped = (
+        _column(pending, SKIPPED_STEPS) > 0.5
+        if SKIPPED_STEPS in pending[0]
+        else jnp.zeros(sizes.shape, bool)
+    )
+    counted = ~skipped
+    finite = {name: jnp.isfinite(v) for name, v in values.items()}
+    all_finite = functools.reduce(jnp.logical_and, finite.values(), jnp.ones(sizes.shape, bool))
+    bad = (~all_finite | skipped) if stop_on_skipped else (counted & ~all_finite)
+    first_bad = jnp.argmax(bad)
+    if carry is None:
+        carry = {
+            "sums": {name: jnp.zeros((), jnp.float32) for name in names},
+            "weight": jnp.zeros((), jnp.float32),
+            "skipped": jnp.zeros((), jnp.float32),
+            "steps": jnp.zeros((), jnp.int32),
+            "bad_step": jnp.full((), _NO_BAD_STEP, jnp.int32),
+            "bad": {name: jnp.zeros((), bool) for name in names},
+        }
+    newly_bad = (carry["bad_step"] == _NO_BAD_STEP) & jnp.any(bad)
+    weights = jnp.where(counted, sizes, 0.0)
+    return {
+        "sums": {
+            name: carry["sums"][name] + jnp.sum(jnp.where(counted, values[name] * sizes, 0.0))
+            for name in names
+        },
+        "weight": carry["weight"] + jnp.sum(weights),
+        "skipped": carry["skipped"] + jnp.sum(skipped.astype(jnp.float32)),
+        "steps": carry["steps"] + sizes.shape[0],
+        "bad_step": jnp.where(newly_bad, first_index + first_bad, carry["bad_step"]),
+        "bad": {
+            name: jnp.where(newly_bad, ~finite[name][first_bad], carry["bad"][name])
+            for name in names
+        },
+    }
+
+
+class StepMetricSums:
+    """Metrics of one epoch (or one validation), summed on the device.
+
+    `add` only keeps references; `fold` dispatches one jitted call that folds the pending
+    steps into the sums (each batch weighs by its size; steps whose `skipped_steps` is 1
+    are left out of the means and counted). `stop_on_skipped` makes a skipped step count
+    as a fault (`nan_mode="stop"`).
+    """
+
+    def __init__(self, *, stop_on_skipped: bool = True, first_index: int = 0) -> None:
+        self.stop_on_skipped = stop_on_skipped
+        self.carry: dict[str, Any] | None = None
+        self.pending: list[Mapping[str, jax.Array]] = []
+        self.sizes: list[int] = []
+        self.first_index = first_index
+        self.has_skipped = False
+
+    def add(self, metrics: Mapping[str, jax.Array], sizes: Sequence[int]) -> None:
+        """Keep one call's metrics (scalars, or a leading axis of len(sizes)) for the fold."""
+        self.pending.append(metrics)
+        self.sizes.extend(sizes)
+
+    def fold(self) -> None:
+        """Fold the pending steps into the on-device sums (one dispatch, no host wait)."""
+        if not self.pending:
+            return
+        _check_shapes(self.pending[0], len(self.sizes) // len(self.pending))
+        self.has_skipped = self.has_skipped or SKIPPED_STEPS in self.pending[0]
+        self.carry = _fold(
+            self.carry,
+            self.pending,
+            np.asarray(self.sizes, np.float32),
+            np.int32(self.first_index),
+            stop_on_skipped=self.stop_on_skipped,
+        )
+        self.first_index += len(self.sizes)
+        self.pending = []
+        self.sizes = []
+
+    def fetch(self) -> SumsOnHost | None:
+        """Fold, then read the sums to the host: the one device-to-host transfer."""
+        self.fold()
+        return _read(self.carry)
+
+    def peek(self) -> SumsOnHost | None:
+        """The sums including pending steps, read without folding them (keeps chunking)."""
+        if not self.pending:
+            return _read(self.carry)
+        return _read(
+            _fold(
+                self.carry,
+                self.pending,
+                np.asarray(self.sizes, np.float32),
+                np.int32(self.first_index),
+                stop_on_skipped=self.stop_on_skipped,
+            )
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The exact on-device state (sums and not yet folded steps) as JSON-able values."""
+        carry, pending = fetch_to_host((self.carry, list(self.pending)))
+        return {
+            "carry": None if carry is None else _encode_tree(carry),
+            "pending": [_encode_tree(dict(m)) for m in pending],
+            "sizes": list(self.sizes),
+            "first_index": self.first_index,
+            "has_skipped": self.has_skipped,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, stop_on_skipped: bool) -> StepMetricSums:
+        """The sums `to_json` recorded, back on the device, bit for bit."""
+        sums = cls(stop_on_skipped=stop_on_skipped, first_index=int(data["first_index"]))
+        if data["carry"] is not None:
+            sums.carry = _decode_tree(data["carry"])
+        sums.pending = [_decode_tree(m) for m in data["pending"]]
+        sums.sizes = [int(s) for s in data["sizes"]]
+        sums.has_skipped = bool(data["has_skipped"])
+        return sums
+
+
+def _read(carry: dict[str, Any] | None) -> SumsOnHost | None:
+    if carry is None:
+        return None
+    host = fetch_to_host(carry)
+    weight = float(host["weight"])
+    bad_step = int(host["bad_step"])
+    bad = bad_step != _NO_BAD_STEP
+    names = tuple(name for name, flag in host["bad"].items() if bool(flag))
+    if bad and not names:
+        names = (SKIPPED_STEPS,)
+    return SumsOnHost(
+        means={
+            name: (float(total) / weight if weight else math.nan)
+            for name, total in host["sums"].items()
+        },
+        skipped=float(host["skipped"]),
+        steps=int(host["steps"]),
+        bad_step=bad_step if bad else None,
+        bad_names=names if bad else (),
+    )
+
+
+def fetch_to_host(tree: Any) -> Any:
+    """The loop's only device-to-host read of metrics (explicit, so transfer guards allow it)."""
+    return jax.device_get(tree)
+
+
+def _check_shapes(metrics: Mapping[str, Any], steps_per_call: int) -> None:
+    expected = () if steps_per_call == 1 else (steps_per_call,)
+    for name, value in metrics.items():
+        shape = tuple(np.shape(value))
+        if shape != expected and not (steps_per_call == 1 and shape == (1,)):
+            raise ValueError(
+                f"metric {name!r} has shape {shape}; a step must return scalar metrics"
+                + ("" if steps_per_call == 1 else f" with a leading axis of {steps_per_call}")
+            )
+
+
+def _encode_tree(tree: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in tree.items():
+        if isinstance(value, Mapping):
+            out[name] = {"tree": _encode_tree(value)}
+        else:
+            array = np.asarray(value)
+            out[name] = {
+                "dtype": array.dtype.name,
+                "shape": list(array.shape),
+                "data": [v.item() for v in array.reshape(-1)],
+            }
+    return out
+
+
+def _decode_tree(data: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        if "tree" in value:
+            out[name] = _decode_tree(value["tree"])
+        else:
+            array = np.asarray(value["data"], dtype=jnp.dtype(value["dtype"]))
+            out[name] = jnp.asarray(array.reshape(value["shape"]))
+    return out

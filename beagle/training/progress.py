@@ -1,0 +1,93 @@
+"""Progress display: a rich bar per epoch (steps/s, ETA, latest metrics) and a line per epoch.
+
+The loop calls `update` at most every `refresh_seconds`; the metrics it shows come from a
+step that has already finished (a lagged read), so showing them never waits for the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from beagle.training.metrics import format_metrics
+
+
+class _StepsPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("-- steps/s" if speed is None else f"{speed:,.1f} steps/s")
+
+
+class EpochProgress:
+    """One transient rich bar per epoch, then one printed line with the epoch's metrics."""
+
+    refresh_seconds = 0.25
+
+    def __init__(self, num_epochs: int, console: Console | None = None) -> None:
+        self.num_epochs = num_epochs
+        self.console = console or Console()
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def start_epoch(self, epoch: int, total_steps: int, completed: int) -> None:
+        """Show the bar of 1-based `epoch`, `completed` of `total_steps` steps done."""
+        if not (self.console.is_terminal or self.console.is_jupyter):
+            return  # a log file gets the epoch lines only
+        self._progress = Progress(
+            TextColumn(f"epoch {epoch}/{self.num_epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _StepsPerSecond(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            console=self.console,
+            transient=True,
+            auto_refresh=False,
+            speed_estimate_period=10.0,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(
+            "train", total=total_steps, completed=completed, metrics=""
+        )
+        self._progress.refresh()
+
+    def update(self, completed: int, metrics: Mapping[str, float] | None = None) -> None:
+        """Move the bar to `completed` steps; show `metrics` when given."""
+        if self._progress is None or self._task is None:
+            return
+        if metrics is not None:
+            self._progress.update(self._task, completed=completed, metrics=format_metrics(metrics))
+        else:
+            self._progress.update(self._task, completed=completed)
+        self._progress.refresh()
+
+    def end_epoch(
+        self, epoch: int, values: Mapping[str, float], seconds: float, steps: int
+    ) -> None:
+        """Replace the bar with a line: the epoch's train and validation metrics."""
+        self.close()
+        rate = f", {steps / seconds:,.1f} steps/s" if seconds > 0 and steps else ""
+        self.console.print(
+            f"epoch {epoch}/{self.num_epochs}  {format_metrics(values)}  ({seconds:.2f}s{rate})",
+            highlight=False,
+            markup=False,
+        )
+
+    def close(self) -> None:
+        """Remove the bar, if one is shown."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+            self._task = None
