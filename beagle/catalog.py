@@ -3,6 +3,12 @@
 This module imports nothing heavy: `beagle gen` validates names against these tables
 without importing optax. `tests/test_catalog.py` checks the tables against the installed
 optax, so a rename upstream fails loudly.
+
+Each built-in loss and metric also says how the compiler emits it: `expr` is a Python
+expression with one `{param}` placeholder per argument, filled in by
+`beagle.compiler.lower` with already-rendered argument expressions (`outputs["logits"]`,
+`batch["label"]`, `params` or a literal). Where optax has the function, the expression
+calls optax's; every expression reduces to a scalar mean over the batch.
 """
 
 from __future__ import annotations
@@ -12,48 +18,147 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Builtin:
-    """A built-in loss or metric: its argument names and which of them are required."""
+    """A built-in loss or metric: its argument names and how the compiler emits it."""
 
     name: str
     params: tuple[str, ...]  # every argument name, in call order
     required: tuple[str, ...]  # the arguments a spec must give
+    expr: str = ""  # Python expression with a `{param}` placeholder per argument
+    defaults: tuple[tuple[str, str], ...] = ()  # rendered value of an optional argument
+    uses: tuple[str, ...] = ()  # module-level names the expression needs (`jnp`, `optax`)
+    helper: str | None = None  # a function the generated module defines for it (see below)
+    same_shape: tuple[str, ...] = ()  # arguments whose shapes must match, checked at trace
+    literal_only: tuple[str, ...] = ()  # arguments that must be literals (static values)
 
+
+_SQUARED_ERROR = "optax.squared_error({predictions}, {targets}).mean()"
+_ABSOLUTE_ERROR = "jnp.abs({predictions} - {targets}).mean()"  # optax has no absolute error
+_ACCURACY = "jnp.mean(jnp.argmax({logits}, axis=-1) == {labels})"
+
+# Built-ins that optax lacks and that would not read well inline are small functions the
+# generated module defines when it uses them: the macro of the same name in
+# `templates/macros.jinja`. So is `check_same_shape`, which guards `same_shape` arguments.
+HELPERS: tuple[str, ...] = ("check_same_shape", "gaussian_kl", "top_k_accuracy")
 
 LOSSES: dict[str, Builtin] = {
     b.name: b
     for b in (
-        Builtin("mse", ("predictions", "targets"), ("predictions", "targets")),
-        Builtin("mae", ("predictions", "targets"), ("predictions", "targets")),
-        Builtin("huber", ("predictions", "targets", "delta"), ("predictions", "targets")),
-        Builtin("softmax_cross_entropy", ("logits", "labels"), ("logits", "labels")),
-        Builtin("softmax_cross_entropy_onehot", ("logits", "labels"), ("logits", "labels")),
-        Builtin("sigmoid_binary_cross_entropy", ("logits", "labels"), ("logits", "labels")),
-        Builtin("gaussian_kl", ("mean", "logvar"), ("mean", "logvar")),
-        Builtin("l2", ("tree",), ("tree",)),
+        Builtin(
+            "mse",
+            ("predictions", "targets"),
+            ("predictions", "targets"),
+            expr=_SQUARED_ERROR,
+            uses=("optax",),
+            same_shape=("predictions", "targets"),
+        ),
+        Builtin(
+            "mae",
+            ("predictions", "targets"),
+            ("predictions", "targets"),
+            expr=_ABSOLUTE_ERROR,
+            uses=("jnp",),
+            same_shape=("predictions", "targets"),
+        ),
+        Builtin(
+            "huber",
+            ("predictions", "targets", "delta"),
+            ("predictions", "targets"),
+            expr="optax.huber_loss({predictions}, {targets}, delta={delta}).mean()",
+            defaults=(("delta", "1.0"),),
+            uses=("optax",),
+            same_shape=("predictions", "targets"),
+        ),
+        Builtin(
+            "softmax_cross_entropy",
+            ("logits", "labels"),
+            ("logits", "labels"),
+            expr="optax.softmax_cross_entropy_with_integer_labels({logits}, {labels}).mean()",
+            uses=("optax",),
+        ),
+        Builtin(
+            "softmax_cross_entropy_onehot",
+            ("logits", "labels"),
+            ("logits", "labels"),
+            expr="optax.softmax_cross_entropy({logits}, {labels}).mean()",
+            uses=("optax",),
+        ),
+        Builtin(
+            "sigmoid_binary_cross_entropy",
+            ("logits", "labels"),
+            ("logits", "labels"),
+            expr="optax.sigmoid_binary_cross_entropy({logits}, {labels}).mean()",
+            uses=("optax",),
+        ),
+        Builtin(
+            "gaussian_kl",
+            ("mean", "logvar"),
+            ("mean", "logvar"),
+            expr="gaussian_kl({mean}, {logvar})",
+            uses=("jnp",),
+            helper="gaussian_kl",
+        ),
+        Builtin(
+            "l2",
+            ("tree",),
+            ("tree",),
+            expr="0.5 * optax.tree.norm({tree}, squared=True)",
+            uses=("optax",),
+        ),
     )
 }
 
 METRICS: dict[str, Builtin] = {
     b.name: b
     for b in (
-        Builtin("accuracy", ("logits", "labels"), ("logits", "labels")),
-        Builtin("top_k_accuracy", ("logits", "labels", "k"), ("logits", "labels", "k")),
-        Builtin("mse", ("predictions", "targets"), ("predictions", "targets")),
-        Builtin("mae", ("predictions", "targets"), ("predictions", "targets")),
+        Builtin(
+            "accuracy",
+            ("logits", "labels"),
+            ("logits", "labels"),
+            expr=_ACCURACY,
+            uses=("jnp",),
+        ),
+        Builtin(
+            "top_k_accuracy",
+            ("logits", "labels", "k"),
+            ("logits", "labels", "k"),
+            expr="top_k_accuracy({logits}, {labels}, k={k})",
+            uses=("jax", "jnp"),
+            helper="top_k_accuracy",
+            literal_only=("k",),
+        ),
+        Builtin(
+            "mse",
+            ("predictions", "targets"),
+            ("predictions", "targets"),
+            expr=_SQUARED_ERROR,
+            uses=("optax",),
+            same_shape=("predictions", "targets"),
+        ),
+        Builtin(
+            "mae",
+            ("predictions", "targets"),
+            ("predictions", "targets"),
+            expr=_ABSOLUTE_ERROR,
+            uses=("jnp",),
+            same_shape=("predictions", "targets"),
+        ),
     )
 }
 
 # optax functions that take `learning_rate` and return a GradientTransformation.
+# The compiler emits `optax.<name>(learning_rate=..., **args)`.
 OPTIMIZERS: frozenset[str] = frozenset(
     {
         "adabelief", "adadelta", "adafactor", "adagrad", "adam", "adamax", "adamaxw",
-        "adamw", "adan", "amsgrad", "fromage", "lamb", "lars", "lion", "noisy_sgd",
-        "novograd", "optimistic_adam", "optimistic_adam_v2", "optimistic_gradient_descent",
-        "radam", "rmsprop", "rprop", "sgd", "sign_sgd", "signum", "sm3", "yogi",
+        "adamw", "adan", "amsgrad", "fromage", "lamb", "lars", "lion", "nadam", "nadamw",
+        "noisy_sgd", "novograd", "optimistic_adam", "optimistic_adam_v2",
+        "optimistic_gradient_descent", "radam", "rmsprop", "rprop", "sgd", "sign_sgd",
+        "signum", "sm3", "yogi",
     }
 )  # fmt: skip
 
 # optax schedule functions that take only numbers (not other schedules).
+# The compiler emits `optax.<name>(**args)` as the optimizer's `learning_rate`.
 SCHEDULES: frozenset[str] = frozenset(
     {
         "constant_schedule", "cosine_decay_schedule", "cosine_onecycle_schedule",

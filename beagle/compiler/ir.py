@@ -1,0 +1,122 @@
+"""The compiler's intermediate representation: what the templates see.
+
+`beagle.compiler.lower` turns a validated `Spec` into one `ModuleIR`; the templates in
+`templates/` only loop over its tuples, test its flags and paste its strings. Every
+decision is made in lowering, so every string here is already valid Python built from
+validated identifiers, import paths, references and `repr()`/`ascii()` of literals: a
+template never sees a raw spec string.
+
+The tree:
+
+    ModuleIR                      one generated module
+    ├── header: HeaderIR          the comment and docstring at the top
+    ├── imports: tuple[ImportGroupIR, ...]
+    │   └── lines: tuple[str, ...]    `import x` / `from x import y`, sorted
+    ├── model: ModelIR            make_model() and the two `state.apply_fn` calls
+    │   ├── train_call: ApplyIR       training mode: mutable BatchNorm, RNG streams
+    │   └── eval_call: ApplyIR        eval mode: running averages
+    ├── optimizer: OptimizerIR    make_optimizer()
+    ├── losses: LossesIR          compute_losses()
+    │   └── terms: tuple[TermIR, ...]
+    ├── metrics: tuple[TermIR, ...]   compute_metrics() (empty: no such function)
+    └── step: StepIR              train_step / val_step: flags for the optional paths
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HeaderIR:
+    """The module's opening comment and docstring."""
+
+    source_name: str  # the spec's file name, printable ASCII (escaped with ascii() if not)
+    spec_name: str  # the spec's validated `name`
+
+
+@dataclass(frozen=True)
+class ImportGroupIR:
+    """One block of imports (standard library, third party, first party), in sorted order."""
+
+    lines: tuple[str, ...]  # complete import statements
+
+
+@dataclass(frozen=True)
+class ApplyIR:
+    """One call of `state.apply_fn`: its rendered arguments and what it returns."""
+
+    args: tuple[str, ...]  # rendered arguments: variables dict, inputs, keywords
+    mutable: bool  # True: returns (outputs, updates) because batch_stats are mutable
+
+
+@dataclass(frozen=True)
+class ModelIR:
+    """The model class, how the steps call it, and how its outputs are named."""
+
+    class_name: str  # the local name the class is imported under
+    constructor: str  # `CNN(features=[16, 32], ...)`: keyword arguments as literals
+    batch_norm: bool  # the state carries batch_stats
+    stream_split: int  # >1: split the step key into this many stream keys; else 0
+    train_call: ApplyIR  # training mode
+    eval_call: ApplyIR  # eval mode
+    outputs_expr: str  # builds the `outputs` dict from `model_out`
+
+
+@dataclass(frozen=True)
+class OptimizerIR:
+    """The body of make_optimizer(): optional schedule, the chain, optional accumulation."""
+
+    docstring: str  # one line, built from validated names and numbers
+    schedule_expr: str | None  # `optax.<schedule>(...)`, bound to `schedule`; None: a number
+    optimizer_expr: str  # `optax.<name>(...)`, in an `optax.chain` after clipping if asked
+    accumulate: int | None  # `optax.MultiSteps(..., every_k_schedule=N)`; None: not used
+
+
+@dataclass(frozen=True)
+class TermIR:
+    """One loss term or metric: its key in the metrics dict and its expression."""
+
+    key: str  # Python string literal of the spec name (repr of a validated identifier)
+    expr: str  # the expression computing it from `outputs`, `batch` and `params`
+    shape_checks: tuple[str, ...]  # `check_same_shape(...)` calls that run before it
+
+
+@dataclass(frozen=True)
+class LossesIR:
+    """compute_losses(): each term, then their weighted sum."""
+
+    terms: tuple[TermIR, ...]  # in spec order
+    total_expr: str  # the weighted sum of `terms[...]`
+    report_terms: bool  # several terms: each is reported as a metric too
+
+
+@dataclass(frozen=True)
+class StepIR:
+    """The flags of train_step and val_step."""
+
+    signature: str  # parameters of compute_losses/compute_metrics (`params` only if used)
+    train_args: str  # their arguments inside loss_fn
+    val_args: str  # their arguments in val_step (`state.params` for `params`)
+    has_metrics: bool  # there is a compute_metrics()
+    has_aux: bool  # loss_fn returns (loss, aux); False: the loss alone
+    aux_targets: str  # what the aux value unpacks into: `outputs` or `(terms, outputs)`
+    aux_values: str  # what loss_fn returns as aux
+    aux_type: str  # the aux value's type hint
+    metrics_expr: str  # the metrics dict of both steps (train_step may add skipped_steps)
+    nan_skip: bool  # keep the old state on a non-finite loss or gradient
+    steps_per_call: int  # >1: train_step scans train_one_step over stacked batches
+
+
+@dataclass(frozen=True)
+class ModuleIR:
+    """One generated module, fully decided."""
+
+    header: HeaderIR
+    imports: tuple[ImportGroupIR, ...]  # non-empty groups, in order
+    model: ModelIR
+    optimizer: OptimizerIR
+    losses: LossesIR
+    metrics: tuple[TermIR, ...]  # empty: no compute_metrics()
+    helpers: tuple[str, ...]  # helper functions the module defines (`catalog.HELPERS` order)
+    step: StepIR
