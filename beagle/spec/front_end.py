@@ -105,7 +105,8 @@ def load_spec(
     document, conversion = to_plain(parsed.data, locator)
     problems.extend(conversion)
     spec, structural = check_structure(document, locator)
-    problems.extend(structural)
+    reported = {(p.line, p.column, p.path) for p in conversion}
+    problems.extend(p for p in structural if (p.line, p.column, p.path) not in reported)
     problems.extend(check_semantics(document, locator))
     if imports != "none":
         problems.extend(check_imports(document, locator, imports))

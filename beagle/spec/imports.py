@@ -220,7 +220,9 @@ def _bind_problems(
                     locator.problem(
                         (*args_path, key),
                         f"{label} has no argument '{key}'",
-                        did_you_mean(key, named, "its arguments"),
+                        did_you_mean(
+                            key, [n for n in named if n not in provided], "its arguments"
+                        ),
                         at="key",
                         shown_path=args_path,
                     )

@@ -127,10 +127,10 @@ def _syntax_problem(file: str, error: YAMLError, line_offset: int = 0) -> Proble
         mark = error.problem_mark or error.context_mark
         problem = error.problem or error.context or "unreadable YAML"
         hint = None
-        if error.context and error.problem:
-            hint = error.context
-            if error.context_mark is not None and error.context_mark != mark:
-                hint += f" (line {error.context_mark.line + 1 + line_offset})"
+        if error.context and error.problem and error.context_mark is not None:
+            hint = f"{error.context} (line {error.context_mark.line + 1 + line_offset})"
+        if "'\\t'" in problem:
+            problem, hint = "a tab character; YAML indents with spaces only", None
         if mark is not None:
             line, column = _mark(mark)
             return Problem(file, line + line_offset, column, "", f"invalid YAML: {problem}", hint)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 __all__ = [
     "Problem",
     "SpecError",
+    "abbreviates",
     "closest",
     "choices_hint",
     "did_you_mean",
@@ -105,10 +106,23 @@ def _quoted(names: Sequence[str]) -> str:
 def did_you_mean(word: str, candidates: Iterable[str], what: str = "valid choices") -> str | None:
     """`did you mean 'x'?` when a candidate is close, else the valid choices (None if none)."""
     pool = sorted(set(candidates))
-    near = closest(word, pool)
+    near = closest(word, pool) or [c for c in pool if abbreviates(word, c)][:3]
     if near:
-        return f"did you mean {' or '.join(f'{n!r}' for n in near)}?"
+        return f"did you mean {_either(near)}?"
     return choices_hint(pool, what)
+
+
+def _either(names: Sequence[str]) -> str:
+    quoted = [f"'{n}'" for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def abbreviates(short: str, name: str) -> bool:
+    """`lr` abbreviates `learning_rate`: same first letter, letters in order, shorter."""
+    if len(short) < 2 or len(short) >= len(name) or short[0] != name[0]:
+        return False
+    rest = iter(name)
+    return all(char in rest for char in short)
 
 
 def choices_hint(candidates: Iterable[str], what: str = "valid choices") -> str | None:

@@ -262,13 +262,17 @@ def _check_terms(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
                                 (*path, "args", arg),
                                 f"expected {LITERAL_BUILTIN_ARGS[arg]}, got {show_value(value)}",
                             )
-                    elif not isinstance(value, str):
+                    elif isinstance(value, (bool, int, float, list)):
                         yield loc.problem(
                             (*path, "args", arg),
                             f"argument '{arg}' of '{builtin.name}' takes a reference "
                             f"('outputs.<name>' or 'batch.<key>'), got {show_value(value)}",
                         )
-                missing = [p for p in builtin.required if p not in args]
+                unknown = [a for a in args if a not in builtin.params]
+                missing = [
+                    p for p in builtin.required
+                    if p not in args and not any(p in closest(a, [p]) for a in unknown)
+                ]
                 if missing:
                     where = (*path, "args") if "args" in entry else path
                     yield loc.problem(

@@ -35,7 +35,14 @@ from beagle.spec.models import (
     ScheduleSpec,
     Spec,
 )
-from beagle.spec.problems import PathTuple, Problem, choices_hint, closest, did_you_mean
+from beagle.spec.problems import (
+    PathTuple,
+    Problem,
+    abbreviates,
+    choices_hint,
+    closest,
+    did_you_mean,
+)
 
 __all__ = ["check_structure", "describe_type", "show_value"]
 
@@ -271,6 +278,8 @@ class _Walker:
         return self.constraints(value, meta, path)
 
     def constraints(self, value: Any, meta: Sequence[Any], path: PathTuple) -> list[Problem]:
+        if value is None:  # an optional field left null: its constraints do not apply
+            return []
         shown = show_value(value)
         for item in meta:
             if isinstance(item, annotated_types.Ge) and value < item.ge:
@@ -306,6 +315,8 @@ class _Walker:
                 try:
                     func(value)
                 except (ValueError, AssertionError) as error:
+                    if str(error) == f"{shown} is a Python keyword":  # the whole value
+                        return [self.problem(path, str(error), f"did you mean '{value}_'?")]
                     return [self.problem(path, f"{shown}: {error}")]
         return []
 
@@ -334,7 +345,9 @@ class _Walker:
                 problems.extend(self.check(value[alias], info.annotation, (*path, alias), meta))
             elif info.is_required():
                 # A misspelt key is already reported with this name as its hint.
-                if any(alias in closest(key, fields) for key in unknown):
+                if any(
+                    alias in closest(key, fields) or abbreviates(key, alias) for key in unknown
+                ):
                     continue
                 problems.append(self.problem(path, f"missing required key '{alias}'", at="key"))
         return problems
