@@ -154,9 +154,7 @@ def test_unknown_key_with_nothing_close_lists_valid_keys(tmp_path: Path) -> None
     with pytest.raises(SpecError) as caught:
         load_spec(_write(tmp_path, text), imports="none")
     [problem] = caught.value.problems
-    assert problem.hint == (
-        "valid keys: 'batches_per_epoch', 'epochs', 'nan', 'steps_per_call'"
-    )
+    assert problem.hint == ("valid keys: 'batches_per_epoch', 'epochs', 'nan', 'steps_per_call'")
 
 
 def test_union_errors_collapse_into_one_message(tmp_path: Path) -> None:
@@ -201,8 +199,10 @@ def _problems(tmp_path: Path, text: str, **kw: Any) -> list[Problem]:
 
 
 def test_metric_named_like_loss_points_at_metric_key(tmp_path: Path) -> None:
-    text = VALID + "metrics:\n  mse:\n    fn: mae\n    args: {predictions: outputs.predictions," \
+    text = (
+        VALID + "metrics:\n  mse:\n    fn: mae\n    args: {predictions: outputs.predictions,"
         " targets: batch.y}\n"
+    )
     [problem] = _problems(tmp_path, text)
     assert (problem.path, problem.line, problem.column) == ("metrics.mse", 21, 3)
 
@@ -330,8 +330,26 @@ _ODD_VALUES = st.one_of(
     st.integers(-3, 3),
     st.sampled_from([0.0, 0.5, -1.5, 1e-3, float("inf"), float("nan"), 2.0]),
     st.sampled_from(
-        ["", "x", "batch.x", "outputs.out", "params", "a.b:c", "class", "A-b", "x\n", "auto",
-         "min", "skip", "digits", "npz", "python", "regression", "é", "a" * 70]
+        [
+            "",
+            "x",
+            "batch.x",
+            "outputs.out",
+            "params",
+            "a.b:c",
+            "class",
+            "A-b",
+            "x\n",
+            "auto",
+            "min",
+            "skip",
+            "digits",
+            "npz",
+            "python",
+            "regression",
+            "é",
+            "a" * 70,
+        ]
     ),
     st.lists(st.integers(0, 3), max_size=2),
     st.just({}),

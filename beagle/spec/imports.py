@@ -182,7 +182,8 @@ def _public_names(module: Any) -> list[str]:
     if not isinstance(names, (list, tuple)):
         names = [n for n in vars(module) if not n.startswith("_")]
         own = [
-            n for n in names
+            n
+            for n in names
             if getattr(getattr(module, n, None), "__module__", None) == module.__name__
         ]
         names = own or names
@@ -209,7 +210,8 @@ def _bind_problems(
         named = None
     else:
         named = [
-            p.name for p in params
+            p.name
+            for p in params
             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         ]
     problems = []
@@ -220,18 +222,18 @@ def _bind_problems(
                     locator.problem(
                         (*args_path, key),
                         f"{label} has no argument '{key}'",
-                        did_you_mean(
-                            key, [n for n in named if n not in provided], "its arguments"
-                        ),
+                        did_you_mean(key, [n for n in named if n not in provided], "its arguments"),
                         at="key",
                         shown_path=args_path,
                     )
                 )
     missing = [
-        p.name for p in params
+        p.name
+        for p in params
         if p.default is inspect.Parameter.empty
         and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        and p.name not in kwargs and p.name not in provided
+        and p.name not in kwargs
+        and p.name not in provided
     ]
     if missing:
         problems.append(
@@ -284,9 +286,11 @@ def _check_target(target: ImportTarget, locator: Locator, mode: ImportMode) -> l
     walked = module_name
     for part in attribute.split("."):
         if not hasattr(value, part):
-            names = _public_names(value) if inspect.ismodule(value) else [
-                n for n in dir(value) if not n.startswith("_")
-            ]
+            names = (
+                _public_names(value)
+                if inspect.ismodule(value)
+                else [n for n in dir(value) if not n.startswith("_")]
+            )
             return [
                 locator.problem(
                     target.path,
@@ -332,8 +336,10 @@ def _check_optax(doc: dict[str, Any], locator: Locator) -> list[Problem]:
     schedule = optimizer.get("learning_rate")
     if isinstance(schedule, dict):
         schedule_name = schedule.get("schedule")
-        if isinstance(schedule_name, str) and schedule_name in catalog.SCHEDULES and hasattr(
-            optax, schedule_name
+        if (
+            isinstance(schedule_name, str)
+            and schedule_name in catalog.SCHEDULES
+            and hasattr(optax, schedule_name)
         ):
             kwargs = {k: v for k, v in schedule.items() if k != "schedule"}
             problems.extend(

@@ -273,8 +273,10 @@ def to_plain(data: Any, locator: Locator, path: PathTuple = ()) -> tuple[Any, li
             problems.append(_tag_problem(locator, where, tag_value))
             return str(value.value)
         if isinstance(value, Mapping):
-            if tag_value is not None and isinstance(value, CommentedMap) and tag_value not in (
-                "tag:yaml.org,2002:map",
+            if (
+                tag_value is not None
+                and isinstance(value, CommentedMap)
+                and tag_value not in ("tag:yaml.org,2002:map",)
             ):
                 problems.append(_tag_problem(locator, where, tag_value))
             return {_key_text(k): convert(v, (*where, _key_text(k))) for k, v in value.items()}

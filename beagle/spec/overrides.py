@@ -83,7 +83,11 @@ def _model_of(tp: Any, value: Any) -> Any:
     if _is_union(bare) and isinstance(value, dict):
         for member in _members(bare):
             cls = _unwrap(member)[0]
-            if isinstance(cls, type) and issubclass(cls, BaseModel) and "source" in cls.model_fields:
+            if (
+                isinstance(cls, type)
+                and issubclass(cls, BaseModel)
+                and "source" in cls.model_fields
+            ):
                 tags = get_args(cls.model_fields["source"].annotation)
                 if value.get("source") in tags:
                     return cls
@@ -102,7 +106,9 @@ def _child(tp: Any, value: Any, segment: str | int) -> Any:
         for name, info in bare.model_fields.items():
             if (info.alias or name) == segment:
                 return info.annotation
-        return _ANY if bare.model_config.get("extra") == "allow" and isinstance(segment, str) else None
+        return (
+            _ANY if bare.model_config.get("extra") == "allow" and isinstance(segment, str) else None
+        )
     if get_origin(bare) is dict:
         return get_args(bare)[1] if isinstance(segment, str) else None
     if get_origin(bare) is list:
@@ -146,14 +152,19 @@ def valid_paths(doc: Any, tp: Any = Spec, prefix: str = "", depth: int = 4) -> l
     return out
 
 
-def _unknown_path_problem(arg: str, doc: Any, path: PathTuple, depth: int, tp: Any, node: Any) -> Problem:
+def _unknown_path_problem(
+    arg: str, doc: Any, path: PathTuple, depth: int, tp: Any, node: Any
+) -> Problem:
     wanted = ".".join(str(p) for p in path)
     parent = ".".join(str(p) for p in path[:depth])
     rest = "".join(f".{p}" for p in path[depth + 1 :])
-    near = [
+    near: list[str] = [
         f"{parent}.{n}{rest}" if parent else f"{n}{rest}"
         for n in closest(str(path[depth]), _child_names(tp, node))
-    ] or closest(wanted, valid_paths(doc, depth=len(path) + 1))
+    ]
+    if not near and depth == 0:
+        near = closest(wanted, valid_paths(doc, depth=len(path) + 1))
+    hint: str | None = None
     if near:
         hint = "did you mean " + " or ".join(f"'{n}'" for n in near) + "?"
     else:

@@ -79,7 +79,12 @@ def sort_problems(problems: Iterable[Problem]) -> list[Problem]:
             unique.append(problem)
     return sorted(
         unique,
-        key=lambda p: (p.line is None, p.file if p.line is None else "", p.line or 0, p.column or 0),
+        key=lambda p: (
+            p.line is None,
+            p.file if p.line is None else "",
+            p.line or 0,
+            p.column or 0,
+        ),
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeGuard
 
 from beagle import catalog
 from beagle.spec.loader import Locator
@@ -32,7 +32,7 @@ BUILTIN_BATCH_KEYS: dict[str, tuple[str, ...]] = {
 LITERAL_BUILTIN_ARGS: dict[str, str] = {"delta": "a positive number", "k": "a positive integer"}
 
 
-def _is_identifier(value: Any) -> bool:
+def _is_identifier(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and re.fullmatch(IDENTIFIER_PATTERN, value) is not None
 
 
@@ -108,8 +108,9 @@ def _check_model(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
         return
     outputs = model.get("outputs")
     names = (
-        outputs if isinstance(outputs, list) else list(outputs.values())
-        if isinstance(outputs, dict) else []
+        outputs
+        if isinstance(outputs, list)
+        else list(outputs.values()) if isinstance(outputs, dict) else []
     )
     repeated = sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})
     if repeated:
@@ -145,10 +146,11 @@ def _check_model(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
                 yield loc.problem(("model", "rngs", index), f"RNG stream '{stream}' is named twice")
             seen.add(stream)
     inputs = model.get("input")
-    items = list(enumerate(inputs)) if isinstance(inputs, list) else [(None, inputs)]
-    for index, ref in items:
-        path = ("model", "input") if index is None else ("model", "input", index)
-        yield from _check_batch_reference(doc, ref, path, loc)
+    if isinstance(inputs, list):
+        for position, ref in enumerate(inputs):
+            yield from _check_batch_reference(doc, ref, ("model", "input", position), loc)
+    else:
+        yield from _check_batch_reference(doc, inputs, ("model", "input"), loc)
 
 
 def _check_batch_reference(
@@ -165,9 +167,11 @@ def _check_batch_reference(
     yield loc.problem(
         path,
         f"{show_value(ref)}: data source '{source}' has no batch key '{key}'",
-        f"did you mean 'batch.{near[0]}'?"
-        if near
-        else f"its batches have the keys {_quoted(keys)}",
+        (
+            f"did you mean 'batch.{near[0]}'?"
+            if near
+            else f"its batches have the keys {_quoted(keys)}"
+        ),
     )
 
 
@@ -224,8 +228,9 @@ def _check_terms(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
                 builtin = table.get(fn)
                 if builtin is None:
                     if fn in other:
-                        hint = choices_hint(table, f"built-in {kind}es" if kind == "loss"
-                                            else f"built-in {kind}s")
+                        hint = choices_hint(
+                            table, f"built-in {kind}es" if kind == "loss" else f"built-in {kind}s"
+                        )
                         yield loc.problem(
                             (*path, "fn"),
                             f"'{fn}' is a built-in {'metric' if kind == 'loss' else 'loss'}, "
@@ -270,7 +275,8 @@ def _check_terms(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
                         )
                 unknown = [a for a in args if a not in builtin.params]
                 missing = [
-                    p for p in builtin.required
+                    p
+                    for p in builtin.required
                     if p not in args and not any(p in closest(a, [p]) for a in unknown)
                 ]
                 if missing:
@@ -387,6 +393,10 @@ def _check_optimizer(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
             yield loc.problem((*path, key), f"must be a finite number, got {show_value(value)}")
 
 
+def _is_count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
@@ -396,8 +406,7 @@ def _check_train(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
     if not isinstance(train, dict):
         return
     k, n = train.get("steps_per_call"), train.get("batches_per_epoch")
-    valid_ints = all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (k, n))
-    if valid_ints and n % k:
+    if _is_count(k) and _is_count(n) and n % k:
         options = ", ".join(str(d) for d in _divisors(n)[:8])
         yield loc.problem(
             ("train", "steps_per_call"),

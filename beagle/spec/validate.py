@@ -248,7 +248,9 @@ class _Walker:
     def problem(self, path: PathTuple, message: str, hint: str | None = None, **kw: Any) -> Problem:
         return self.locator.problem(path, message, hint, **kw)
 
-    def check(self, value: Any, tp: Any, path: PathTuple, meta: tuple[Any, ...] = ()) -> list[Problem]:
+    def check(
+        self, value: Any, tp: Any, path: PathTuple, meta: tuple[Any, ...] = ()
+    ) -> list[Problem]:
         bare, more = _unwrap(tp)
         meta = (*meta, *more)
         discriminator = next((m.key for m in meta if isinstance(m, _Discriminator)), None)
@@ -262,7 +264,8 @@ class _Walker:
         elif get_origin(bare) is Literal:
             problems = self.literal(value, get_args(bare), path)
         elif get_origin(bare) is dict:
-            problems = self.mapping(value, *get_args(bare), path=path)
+            key_tp, value_tp = get_args(bare)
+            problems = self.mapping(value, key_tp, value_tp, path)
         elif get_origin(bare) is list:
             problems = self.sequence(value, get_args(bare)[0], path)
         elif bare is Any or bare is object:
@@ -345,9 +348,7 @@ class _Walker:
                 problems.extend(self.check(value[alias], info.annotation, (*path, alias), meta))
             elif info.is_required():
                 # A misspelt key is already reported with this name as its hint.
-                if any(
-                    alias in closest(key, fields) or abbreviates(key, alias) for key in unknown
-                ):
+                if any(alias in closest(key, fields) or abbreviates(key, alias) for key in unknown):
                     continue
                 problems.append(self.problem(path, f"missing required key '{alias}'", at="key"))
         return problems
@@ -374,7 +375,7 @@ class _Walker:
             return [
                 self.problem(
                     (*path, key),
-                    f"unknown {path[-1] + ' ' if path else ''}{key} {show_value(tag)}",
+                    f"unknown {f'{path[-1]} ' if path else ''}{key} {show_value(tag)}",
                     did_you_mean(str(tag), by_tag, noun),
                 )
             ]
@@ -406,11 +407,8 @@ class _Walker:
             return []
         if len(results) == 1:
             return results[0]
-        union_tp = Union[tuple(members)]  # noqa: UP007 - built from a runtime list
-        expected = describe_type(union_tp)
-        hint = next(
-            (p.hint for problems in results for p in problems if p.hint), None
-        )
+        expected = describe_type(Union[tuple(members)])  # type: ignore[valid-type]  # noqa: UP007
+        hint = next((p.hint for problems in results for p in problems if p.hint), None)
         if results and isinstance(value, (int, float)) and not isinstance(value, bool):
             # A number of the right kind out of range: the range is the useful message.
             return results[0]

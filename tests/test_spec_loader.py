@@ -1,0 +1,228 @@
+"""Loading a spec: YAML 1.2 scalars, positions of keys and values, duplicate keys,
+the `LoadedSpec` it returns, and a light import of `beagle.spec`."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from beagle.spec import LoadedSpec, SpecError, load_spec
+from beagle.spec.loader import Locator, parse_yaml, to_plain
+
+ROOT = Path(__file__).resolve().parents[1]
+
+VALID = """\
+version: 1
+name: tiny   # a comment
+model:
+  class: beagle.models:MLP
+  args: {features: [16, 1]}
+  outputs: predictions
+data:
+  source: synthetic
+  task: regression
+  batch_size: 32
+optimizer:
+  name: adam
+  learning_rate: 1e-3
+  args: {b1: 0.9}
+losses:
+  mse:
+    fn: mse
+    args: {predictions: outputs.predictions, targets: batch.y}
+train:
+  epochs: 2
+"""
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(VALID)
+    return path
+
+
+def test_loads_a_valid_spec(spec_file: Path) -> None:
+    loaded = load_spec(spec_file, imports="none")
+    assert isinstance(loaded, LoadedSpec)
+    assert loaded.spec.name == "tiny"
+    assert loaded.path == spec_file
+    assert loaded.source_name == "tiny.yaml"
+    assert loaded.text == VALID
+    assert loaded.hash == hashlib.sha256(VALID.encode()).hexdigest()
+
+
+def test_yaml_12_numbers_1e_minus_3_is_a_float(spec_file: Path) -> None:
+    loaded = load_spec(spec_file, imports="none")
+    assert loaded.spec.optimizer.learning_rate == pytest.approx(1e-3)
+    assert type(loaded.document["optimizer"]["learning_rate"]) is float
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1e-3", 1e-3),
+        ("1.0e-3", 1e-3),
+        ("010", 10),  # YAML 1.2: decimal, not octal
+        ("yes", "yes"),  # YAML 1.2: a string, not a boolean
+        ("on", "on"),
+        ("true", True),
+        ("null", None),
+        ("'3'", "3"),
+        ("2020-01-01", "2020-01-01"),  # no dates in YAML 1.2's core schema: the text
+    ],
+)
+def test_scalars_follow_yaml_12(text: str, expected: object) -> None:
+    parsed = parse_yaml(f"key: {text}\n", "x.yaml")
+    value, problems = to_plain(parsed.data, Locator("x.yaml", parsed.positions))
+    assert problems == []
+    assert value["key"] == expected
+    assert type(value["key"]) is type(expected)
+
+
+def test_values_are_plain_python_types() -> None:
+    parsed = parse_yaml("a: {b: [1, 2.5, x]}\nc: 0x10\n", "x.yaml")
+    value, _ = to_plain(parsed.data, Locator("x.yaml", parsed.positions))
+    assert value == {"a": {"b": [1, 2.5, "x"]}, "c": 16}
+    assert type(value) is dict and type(value["a"]["b"]) is list and type(value["c"]) is int
+
+
+def test_positions_of_keys_values_and_items() -> None:
+    parsed = parse_yaml("a:\n  b: 1\n  c: [x, y]\nd: {e: 2}\n", "x.yaml")
+    positions = parsed.positions
+    assert positions[("a", "b")].key == (2, 3)
+    assert positions[("a", "b")].value == (2, 6)
+    assert positions[("a", "c", 1)].value == (3, 10)
+    assert positions[("d", "e")].value == (4, 8)
+    assert positions[("a",)].collection
+
+
+def test_problem_points_at_value_or_nearest_parent(spec_file: Path) -> None:
+    loaded = load_spec(spec_file, imports="none")
+    at_value = loaded.problem(("optimizer", "learning_rate"), "bad", "fix it")
+    assert (at_value.line, at_value.column) == (13, 18)
+    assert str(at_value) == f"{spec_file}:13:18: optimizer.learning_rate: bad\n  hint: fix it"
+    # model.input is not written: the problem points at the `model` key.
+    missing = loaded.problem(("model", "input"), "no such batch key")
+    assert (missing.line, missing.column, missing.path) == (3, 1, "model.input")
+    item = loaded.problem(["model", "args", "features", 1], "too wide")
+    assert (item.line, item.column) == (5, 25)
+    block = loaded.problem(("losses", "mse"), "odd")
+    assert (block.line, block.column) == (16, 3)
+
+
+def test_duplicate_keys_are_all_rejected_with_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text(VALID + "  epochs: 3\nname: other\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, imports="none")
+    problems = [(p.line, p.path, p.message, p.hint) for p in caught.value.problems]
+    assert problems == [
+        (
+            21,
+            "train",
+            "duplicate key 'epochs'",
+            "it is first given on line 20; a key may appear once",
+        ),
+        (22, "", "duplicate key 'name'", "it is first given on line 2; a key may appear once"),
+    ]
+
+
+def test_yaml_syntax_error_is_one_problem_with_position(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("version: 1\nname: [x\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, imports="none")
+    [problem] = caught.value.problems
+    assert problem.line == 3 and problem.message.startswith("invalid YAML: ")
+
+
+def test_two_documents_in_one_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "two.yaml"
+    path.write_text(VALID + "---\nversion: 1\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, imports="none")
+    [problem] = caught.value.problems
+    assert problem.line == 21
+    assert "another document" in problem.message
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n", "null\n"])
+def test_empty_file_is_a_clear_problem(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, imports="none")
+    assert [p.message for p in caught.value.problems] == ["the spec is empty"]
+
+
+@pytest.mark.parametrize("text", ["- 1\n", "just a string\n", "42\n"])
+def test_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, imports="none")
+    [problem] = caught.value.problems
+    assert problem.message.startswith("a spec is a mapping of sections")
+
+
+def test_non_string_keys_are_named_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "keys.yaml"
+    path.write_text(VALID.replace("  mse:\n", "  1:\n"))
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, imports="none")
+    [problem] = caught.value.problems
+    assert problem.path == "losses.1" and (problem.line, problem.column) == (16, 3)
+    assert "'1' is not a valid name" in problem.message
+
+
+def test_adversarial_strings_in_names_are_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "evil.yaml"
+    evil = VALID.replace("  mse:\n", '  "x\\nimport os":\n').replace(
+        "name: tiny", 'name: "tiny\\n"'
+    )
+    path.write_text(evil)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, imports="none")
+    assert {p.path for p in caught.value.problems} == {"name", "losses.x\nimport os"}
+
+
+def test_relative_and_absolute_paths_give_the_same_spec_and_hash(
+    spec_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(spec_file.parent)
+    relative = load_spec("tiny.yaml", imports="none")
+    absolute = load_spec(spec_file.resolve(), imports="none")
+    assert relative.spec == absolute.spec and relative.hash == absolute.hash
+    assert relative.source_name == absolute.source_name == "tiny.yaml"
+    assert relative.problem(("name",), "x").file == "tiny.yaml"
+
+
+def test_importing_beagle_spec_imports_nothing_heavy() -> None:
+    code = (
+        "import sys, beagle.spec\n"
+        "heavy = ('jax', 'flax', 'optax', 'orbax', 'black', 'jinja2')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_find_mode_load_imports_nothing_heavy(spec_file: Path) -> None:
+    code = (
+        "import sys\n"
+        "from beagle.spec import load_spec\n"
+        f"load_spec({str(spec_file)!r}, ['train.epochs=3'], imports='find')\n"
+        "heavy = ('jax', 'flax', 'optax', 'orbax', 'black', 'jinja2')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
