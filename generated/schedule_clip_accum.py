@@ -65,7 +65,7 @@ def train_step(state: TrainState, batch: Arrays, rng_key: jax.Array) -> tuple[Tr
     metrics = {"loss": loss}
     new_state = state.apply_gradients(grads=grads)
     # A non-finite loss or gradient keeps the old state; the step counts as skipped.
-    finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
     state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     metrics["skipped_steps"] = jnp.where(finite, 0, 1)
     return state, metrics
