@@ -121,6 +121,11 @@ def test_unknown_path_names_the_closest_valid_path(spec_file: Path) -> None:
     ]
 
 
+def test_abbreviated_key_suggests_the_full_name(spec_file: Path) -> None:
+    [problem] = _problems(spec_file, "optimizer.lr=1")
+    assert problem.endswith("hint: did you mean 'optimizer.learning_rate'?")
+
+
 def test_unknown_path_with_nothing_close_lists_the_valid_keys(spec_file: Path) -> None:
     [problem] = _problems(spec_file, "train.zzz=1")
     assert problem.endswith(

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from beagle.spec import LoadedSpec, SpecError, load_spec
 from beagle.spec.loader import Locator, parse_yaml, to_plain
@@ -226,3 +228,55 @@ def test_find_mode_load_imports_nothing_heavy(spec_file: Path) -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+# --- never a traceback ------------------------------------------------------------------
+
+_FRAGMENTS = st.sampled_from(
+    [
+        "version: 1\n",
+        "name: x\n",
+        "model:\n",
+        "  class: a:B\n",
+        "  outputs: [a, a]\n",
+        "data: {source: python, train: a:b, batch_size: 1}\n",
+        "losses:\n",
+        "  l: {fn: mse}\n",
+        "  l2: {fn: x:y, args: {a: outputs.q}}\n",
+        "train: {epochs: 1, steps_per_call: 3}\n",
+        "optimizer: {name: sgd, learning_rate: {schedule: s, x: [1]}}\n",
+        "- 1\n",
+        "? [a]\n: 1\n",
+        "&a {x: 1}\n",
+        "<<: *a\n",
+        "!!binary aGk=\n",
+        "a: !t 1\n",
+        "  \t\n",
+        "'\n",
+        "{\n",
+        "metrics: {loss: {fn: accuracy}}\n",
+        "1: 2\n",
+        "null: ~\n",
+        "early_stopping: 3\n",
+        "validation:\n",
+        "checkpoint: {best: {metric: val_x}}\n",
+        "%YAML 1.1\n---\n",
+    ]
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(_FRAGMENTS, max_size=10), st.lists(st.text(max_size=20), max_size=3))
+def test_any_text_gives_a_spec_or_problems_never_a_traceback(
+    tmp_path: Path, fragments: list[str], overrides: list[str]
+) -> None:
+    path = tmp_path / "fuzz.yaml"
+    path.write_text("".join(fragments))
+    try:
+        load_spec(path, overrides, imports="none")
+    except SpecError as error:
+        assert error.problems
+        for problem in error.problems:
+            assert str(problem).startswith(problem.file)

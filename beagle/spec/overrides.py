@@ -21,7 +21,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from beagle.spec.loader import Locator, parse_yaml
 from beagle.spec.models import Spec
-from beagle.spec.problems import PathTuple, Problem, closest, format_path
+from beagle.spec.problems import PathTuple, Problem, abbreviates, closest, format_path
 from beagle.spec.validate import _is_union, _members, _unwrap, show_value
 
 __all__ = ["apply_overrides", "parse_override", "valid_paths"]
@@ -161,6 +161,7 @@ def _unknown_path_problem(
     near: list[str] = [
         f"{parent}.{n}{rest}" if parent else f"{n}{rest}"
         for n in closest(str(path[depth]), _child_names(tp, node))
+        or [c for c in _child_names(tp, node) if abbreviates(str(path[depth]), c)]
     ]
     if not near and depth == 0:
         near = closest(wanted, valid_paths(doc, depth=len(path) + 1))
