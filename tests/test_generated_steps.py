@@ -63,7 +63,10 @@ def copy(tree: Any) -> Any:
 
 
 def leaves_equal(a: Any, b: Any) -> bool:
-    return all(bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return all(
+        bool(jnp.array_equal(x, y))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
 
 
 def expected_metric_names(name: str) -> set[str]:
@@ -126,7 +129,9 @@ def test_dropout_draws_a_different_mask_for_each_step_key_and_none_in_eval() -> 
 
     assert train_loss(0) == train_loss(0)
     assert train_loss(0) != train_loss(1)
-    val_losses = {float(module.val_step(state, batch, jax.random.key(k))[1]["loss"]) for k in (0, 1)}
+    val_losses = {
+        float(module.val_step(state, batch, jax.random.key(key))[1]["loss"]) for key in (0, 1)
+    }
     assert len(val_losses) == 1
 
 
@@ -178,14 +183,14 @@ def test_steps_per_call_four_equals_four_single_steps() -> None:
     single = copy(state)
     one_step = jax.jit(module.train_one_step)
     single_losses = []
-    for batch, key in zip(batches, keys):
+    for batch, key in zip(batches, keys, strict=True):
         single, metrics = one_step(single, batch, key)
         single_losses.append(float(metrics["loss"]))
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *batches)
     fused, fused_metrics = module.train_step(state, stacked, keys)
     assert fused_metrics["loss"].shape == (4,)
     np.testing.assert_allclose(np.asarray(fused_metrics["loss"]), single_losses, rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(fused.params), jax.tree.leaves(single.params)):
+    for a, b in zip(jax.tree.leaves(fused.params), jax.tree.leaves(single.params), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     assert int(fused.step) == int(single.step) == 4
 

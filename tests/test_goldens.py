@@ -33,7 +33,8 @@ def compiled(spec_path: Path) -> tuple[str, str]:
 
 
 def lines_of_code(text: str) -> int:
-    return sum(1 for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+    stripped = (line.strip() for line in text.splitlines())
+    return sum(1 for line in stripped if line and not line.startswith("#"))
 
 
 def test_every_spec_has_a_golden_module_and_every_golden_a_spec() -> None:
