@@ -83,6 +83,7 @@ class EpochProgress:
             f"epoch {epoch}/{self.num_epochs}  {format_metrics(values)}  ({seconds:.2f}s{rate})",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
 
     def close(self) -> None:
