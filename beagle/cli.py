@@ -116,9 +116,7 @@ def run(
     restart: Annotated[
         bool, typer.Option("--restart", help="Start over, replacing the checkpoints.")
     ] = False,
-    no_progress: Annotated[
-        bool, typer.Option("--no-progress", help="No progress bars.")
-    ] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
 ) -> None:
     """Compile a spec and train it, resuming from its latest checkpoint."""
     from beagle import api
@@ -134,13 +132,15 @@ def run(
     except RunRefused as error:
         raise _fail([f"{spec}: {error}"], EXIT_INVALID) from None
     except TrainingInterrupted as error:
-        raise _fail([f"{spec}: {error}", "re-run the same command to continue"],
-                    EXIT_INTERRUPTED) from None
+        raise _fail(
+            [f"{spec}: {error}", "re-run the same command to continue"], EXIT_INTERRUPTED
+        ) from None
     except NonFiniteLossError as error:
         raise _fail([f"{spec}: training failed: {error}"], EXIT_FAILED) from None
     except Exception:  # a user model, loss or data function raised: the traceback is theirs
-        raise _fail([traceback.format_exc().rstrip(), f"{spec}: training failed"],
-                    EXIT_FAILED) from None
+        raise _fail(
+            [traceback.format_exc().rstrip(), f"{spec}: training failed"], EXIT_FAILED
+        ) from None
     print_summary(result)
 
 
