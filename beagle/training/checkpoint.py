@@ -10,6 +10,7 @@ sees completed folders.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 from collections.abc import Mapping
@@ -233,14 +234,19 @@ class CheckpointWriter:
         metrics: Mapping[str, float] | None = None,
         replace: bool = False,
     ) -> Path:
-        """Start saving `state` and `record` as `checkpoint_<step>`; returns its path."""
+        """Start saving `state` and `record` as `checkpoint_<step>`; returns its path.
+
+        The record is copied now: orbax serialises it in the background, while the loop
+        goes on appending to the history it holds.
+        """
+        record = copy.deepcopy(dict(record))
         if replace and step in self._manager.all_steps():
             self._manager.wait_until_finished()
             self._manager.delete(step)
         self._manager.save(
             step,
             args=ocp.args.Composite(
-                **{_STATE: ocp.args.StandardSave(state), _RECORD: ocp.args.JsonSave(dict(record))}
+                **{_STATE: ocp.args.StandardSave(state), _RECORD: ocp.args.JsonSave(record)}
             ),
             metrics=dict(metrics) if metrics is not None and self.best_metric else None,
             force=True,

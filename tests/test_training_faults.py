@@ -1,0 +1,222 @@
+"""Faults: non-finite losses, SIGTERM and Ctrl-C, kills, and exact resumption after them."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_training_helpers import (
+    data_fn,
+    leaves_equal,
+    make_state,
+    probe_batches,
+    probe_state,
+    train_step,
+    val_step,
+)
+
+from beagle.training import (
+    NonFiniteLossError,
+    TrainingInterrupted,
+    TrainState,
+    checkpoint_info,
+    latest_checkpoint,
+    load_checkpoint,
+    train_loop,
+)
+
+KEY = jax.random.PRNGKey(0)
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def _train(
+    directory: Path | None, data: Any = data_fn, val_data: Any = None, **options: Any
+) -> tuple[TrainState, dict]:
+    return train_loop(
+        make_state(),
+        train_step,
+        data,
+        3,
+        10,
+        KEY,
+        checkpoint_dir=directory,
+        val_step_fn=val_step,
+        val_data_iterator=val_data or (lambda: data_fn(0)),
+        val_num_batches=3,
+        show_progress=False,
+        **options,
+    )
+
+
+@pytest.fixture(scope="module")
+def reference() -> tuple[TrainState, dict]:
+    """An uninterrupted 3-epoch run: what every interrupted-and-resumed run must equal."""
+    return _train(None)
+
+
+def _interrupting(epoch_at: int, batch_at: int, action: Any) -> Any:
+    """data_fn, but `action()` runs once, just before batch `batch_at` of `epoch_at`."""
+    fired: list[bool] = []
+
+    def data(epoch: int) -> Iterator[dict]:
+        for index, batch in enumerate(data_fn(epoch)):
+            if (epoch, index) == (epoch_at, batch_at) and not fired:
+                fired.append(True)
+                action()
+            yield batch
+
+    return data
+
+
+def _raise_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def test_non_finite_loss_names_epoch_step_and_metric_and_writes_nothing_after(
+    tmp_path: Path,
+) -> None:
+    def poisoned(epoch: int) -> Iterator[dict]:
+        for index, batch in enumerate(data_fn(epoch)):
+            if (epoch, index) == (1, 3):
+                batch = {**batch, "x": np.full_like(batch["x"], np.nan)}
+            yield batch
+
+    with pytest.raises(NonFiniteLossError) as raised:
+        _train(tmp_path, data=poisoned)
+    error = raised.value
+    assert (error.epoch, error.step, error.step_in_epoch, error.names) == (2, 13, 3, ("loss",))
+    assert "epoch 2" in str(error) and "step 13" in str(error) and "loss" in str(error)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_10"]
+    restored = load_checkpoint(tmp_path / "checkpoint_10", make_state())
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(restored.params))
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _three_term_step(state: dict, batch: dict, rng_key: jax.Array) -> tuple[dict, dict]:
+    v = jnp.mean(batch["v"])
+    return state, {"loss": v, "recon": v * 2, "kl": jnp.ones(())}
+
+
+def test_non_finite_error_lists_every_term_that_was_not_finite() -> None:
+    batches = probe_batches([[1.0], [2.0], [np.inf], [np.nan]])
+    with pytest.raises(NonFiniteLossError) as raised:
+        train_loop(
+            probe_state(), _three_term_step, lambda: iter(batches), 1, 4, KEY, show_progress=False
+        )
+    assert raised.value.step == 2 and raised.value.names == ("loss", "recon")
+
+
+@pytest.mark.parametrize(
+    "interrupt",
+    [lambda: os.kill(os.getpid(), signal.SIGTERM), _raise_keyboard_interrupt],
+    ids=["sigterm", "keyboard_interrupt"],
+)
+def test_interrupt_saves_the_current_step_and_resume_matches_uninterrupted(
+    tmp_path: Path, reference: tuple[TrainState, dict], interrupt: Any
+) -> None:
+    def previous_handler(signum: int, frame: Any) -> None:
+        raise AssertionError("the loop's handler should have been in place")
+
+    old = signal.signal(signal.SIGTERM, previous_handler)
+    try:
+        with pytest.raises(TrainingInterrupted) as raised:
+            _train(tmp_path, data=_interrupting(1, 4, interrupt))
+        assert signal.getsignal(signal.SIGTERM) is previous_handler  # restored
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    error = raised.value
+    # SIGTERM arrives while batch 4 is being taken: that step still runs, then the loop
+    # stops. A KeyboardInterrupt raised by the iterator stops before that batch.
+    expected_step = 15 if error.__cause__ is None else 14
+    assert error.step == expected_step
+    assert error.checkpoint_path == tmp_path.absolute() / f"checkpoint_{expected_step}"
+    info = checkpoint_info(error.checkpoint_path)
+    assert (info.step, info.epoch, info.position, info.finished) == (
+        expected_step,
+        1,
+        expected_step - 10,
+        False,
+    )
+    assert latest_checkpoint(tmp_path) == error.checkpoint_path
+
+    state, history = _train(tmp_path, resume=True)
+    assert leaves_equal(state.params, reference[0].params)
+    assert leaves_equal(state.opt_state, reference[0].opt_state)
+    assert history == reference[1]
+
+
+def test_interrupt_during_validation_resumes_exactly(
+    tmp_path: Path, reference: tuple[TrainState, dict]
+) -> None:
+    calls: list[int] = []
+
+    def val_data() -> Iterator[dict]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return data_fn(0)
+
+    with pytest.raises(TrainingInterrupted) as raised:
+        _train(tmp_path, val_data=val_data)
+    assert raised.value.step == 20
+    assert checkpoint_info(raised.value.checkpoint_path).position == 10  # type: ignore[arg-type]
+    state, history = _train(tmp_path, resume=True)
+    assert leaves_equal(state.params, reference[0].params)
+    assert history == reference[1]
+
+
+def test_interrupt_without_checkpoint_dir_still_raises_and_keeps_the_state() -> None:
+    with pytest.raises(TrainingInterrupted) as raised:
+        _train(None, data=_interrupting(0, 2, lambda: os.kill(os.getpid(), signal.SIGINT)))
+    assert raised.value.checkpoint_path is None and raised.value.step == 3
+    assert "SIGINT" in str(raised.value)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+KILLED_RUN = """
+import os, signal, sys
+sys.path[:0] = [{repo!r}, {tests!r}]
+import jax
+from test_training_helpers import data_fn, make_state, train_step, val_step
+from beagle.training import train_loop
+
+def data(epoch):
+    for index, batch in enumerate(data_fn(epoch)):
+        if (epoch, index) == (2, 5):
+            os.kill(os.getpid(), signal.SIGKILL)  # no handler, no save: a real kill
+        yield batch
+
+train_loop(make_state(), train_step, data, 3, 10, jax.random.PRNGKey(0),
+           checkpoint_dir=sys.argv[1], val_step_fn=val_step,
+           val_data_iterator=lambda: data_fn(0), val_num_batches=3, show_progress=False)
+"""
+
+
+def test_resume_after_sigkill_matches_uninterrupted(
+    tmp_path: Path, reference: tuple[TrainState, dict]
+) -> None:
+    script = tmp_path / "killed_run.py"
+    script.write_text(textwrap.dedent(KILLED_RUN.format(repo=str(REPO), tests=str(TESTS))))
+    directory = tmp_path / "checkpoints"
+    run = subprocess.run(
+        [sys.executable, str(script), str(directory)], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    latest = latest_checkpoint(directory)
+    # Epoch 2's save is asynchronous: the kill may come before it is complete.
+    assert latest is not None and latest.name in ("checkpoint_10", "checkpoint_20")
+    state, history = _train(directory, resume=True)
+    assert leaves_equal(state.params, reference[0].params)
+    assert history == reference[1]
