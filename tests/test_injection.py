@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import datetime
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from pydantic import ValidationError
 
 from beagle import api
 from beagle.compiler import CompileError, compile_spec, lower, render_module
-from beagle.compiler.lower import TEMPLATE_NAMES
+from beagle.compiler.lower import TEMPLATE_NAMES, render_literal
 from beagle.spec import Spec
 
 TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -354,3 +355,70 @@ def test_a_spec_file_with_code_in_a_name_is_rejected_and_nothing_is_written(
     report = api.generate([spec], tmp_path / "out")
     assert report.problems and not report.written
     assert not (tmp_path / "out").exists()
+
+
+yaml_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8) | st.integers(), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(value=yaml_values)
+def test_literals_round_trip_through_python_source_without_any_code(value: object) -> None:
+    source = render_literal(value)
+    tree = ast.parse(source, mode="eval")
+    allowed = (ast.Expression, ast.Constant, ast.List, ast.Dict, ast.UnaryOp, ast.USub, ast.Load)
+    assert all(isinstance(node, allowed) for node in ast.walk(tree)), source
+    assert ast.literal_eval(source) == value
+
+
+def test_non_finite_numbers_become_float_calls_and_other_yaml_values_are_refused() -> None:
+    assert render_literal(float("inf")) == 'float("inf")'
+    assert render_literal([float("-inf")]) == '[float("-inf")]'
+    assert render_literal(float("nan")) == 'float("nan")'
+    for value in (datetime.date(2024, 1, 1), b"bytes", {1.5: 2}, {True: 1}, object()):
+        with pytest.raises(CompileError):
+            render_literal(value)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("losses", "recon", "args", "predictions"), "outputs.nope", "not a declared model output"),
+        (("losses", "recon", "fn"), "softmax_cross_entropi", "not a built-in loss"),
+        (("losses", "recon", "args", "delta"), 1.0, "unknown arguments ['delta']"),
+        (("metrics", "accuracy", "fn"), "top_k_accuracy", "missing ['k']"),
+        (("optimizer", "name"), "__import__", "not one of beagle's optax optimizers"),
+        (("optimizer", "learning_rate", "schedule"), "exec", "not one of beagle's optax schedules"),
+        (("model", "args", "when"), datetime.date(2024, 1, 1), "cannot write a date"),
+        (("model", "train_flag"), None, "train_flag is required"),
+    ],
+)
+def test_lowering_refuses_what_validation_should_have_caught(
+    path: tuple[str, ...], value: object, message: str
+) -> None:
+    data = base("dict_outputs")
+    node: Any = data
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    spec = Spec.model_validate(data)
+    with pytest.raises(CompileError, match=re.escape(message)):
+        lower(spec)
+
+
+def test_top_k_must_be_an_integer_literal() -> None:
+    data = base("dict_outputs")
+    data["metrics"]["accuracy"] = {
+        "fn": "top_k_accuracy",
+        "args": {"logits": "outputs.mean", "labels": "batch.label", "k": "batch.k"},
+    }
+    with pytest.raises(CompileError, match="k must be an integer literal"):
+        lower(Spec.model_validate(data))
