@@ -399,6 +399,9 @@ def test_non_finite_numbers_become_float_calls_and_other_yaml_values_are_refused
         (("optimizer", "learning_rate", "schedule"), "exec", "not one of beagle's optax schedules"),
         (("model", "args", "when"), datetime.date(2024, 1, 1), "cannot write a date"),
         (("model", "train_flag"), None, "train_flag is required"),
+        (("metrics", "recon"), {"fn": "l2_norm", "args": {}}, "not a built-in metric"),
+        (("metrics", "decay"), {"fn": "x.y:z"}, "collides with a loss term"),
+        (("losses", "loss"), {"fn": "l2", "args": {"tree": "params"}}, "would hide the metric"),
     ],
 )
 def test_lowering_refuses_what_validation_should_have_caught(

@@ -365,6 +365,9 @@ class _Lowering:
         )
         if not terms:
             raise CompileError("a spec needs at least one loss term")
+        for name in self.spec.losses:
+            if len(terms) > 1 and name in catalog.RESERVED_METRIC_NAMES:
+                raise CompileError(f"loss term {name!r} would hide the metric {name!r}")
         total = ""
         for index, (name, entry) in enumerate(self.spec.losses.items()):
             lookup = f"terms[{name!r}]"
