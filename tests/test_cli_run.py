@@ -146,6 +146,7 @@ def test_sigkill_at_an_arbitrary_moment_then_rerun_matches(reference: Path, tmp_
     time.sleep(random.uniform(0.0, 1.0))  # anywhere: mid-step, mid-save, between epochs
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGKILL  # it was still training when killed
     resumed = beagle(tmp_path, "run", "spec.yaml", "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
     assert (tmp_path / "runs/cli_tiny/history.json").read_text() == (

@@ -128,3 +128,12 @@ def test_python_source_calls_user_functions_afresh(
         data.python(5, train="mydata:nope")
     with pytest.raises(data.DataError, match="cannot import module"):
         data.python(5, train="not_a_module_here:fn")
+
+
+def test_digits_arrays_equal_scikit_learns_load_digits() -> None:
+    from sklearn.datasets import load_digits
+
+    images, labels = data.load_digits_arrays()
+    reference = load_digits()
+    assert images.dtype == np.float32 and labels.dtype == np.int32
+    assert np.array_equal(images, reference.images) and np.array_equal(labels, reference.target)

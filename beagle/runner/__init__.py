@@ -206,20 +206,24 @@ def run_spec(
         if tensorboard is not None:
             tensorboard.log_epoch(epoch, latest)
 
+    plot = spec.log is None or spec.log.plot
     train_started = time.perf_counter()
     try:
         final_state, history = _train(
             loaded, wired, checkpoint_dir, plan, on_epoch_end, module_hash, progress
         )
+    except BaseException:
+        # Interrupted or failed: the epochs done so far still get their picture.
+        if latest and plot:
+            folder.write_curves(latest, spec.name)
+        raise
     finally:
         train_time = time.perf_counter() - train_started
         if tensorboard is not None:
             tensorboard.close()
-        if latest and (spec.log is None or spec.log.plot):
-            folder.write_curves(latest, spec.name)
     history = {k: [float(v) for v in vs] for k, vs in history.items()}
     folder.write_history(history)
-    if spec.log is None or spec.log.plot:
+    if plot:
         folder.write_curves(history, spec.name)
     final, best = _final_and_best(loaded, history, val_every)
     files.update(_existing_files(folder, checkpoint_dir))
