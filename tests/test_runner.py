@@ -305,3 +305,43 @@ def test_digits_cnn_reaches_097_validation_accuracy(in_tmp: Path) -> None:
     elapsed = time.perf_counter() - started
     assert result.history["val_accuracy"][-1] >= 0.97, result.history["val_accuracy"]
     assert elapsed < 60
+
+
+def test_csv_and_curves_place_sparse_validations_at_their_epochs(tmp_path: Path) -> None:
+    from beagle.runner.artifacts import RunFolder
+    from beagle.runner.summary import summary_renderable
+
+    history = {"train_loss": [3.0, 2.0, 1.0, 0.5], "val_loss": [2.5, 0.7]}
+    folder = RunFolder(tmp_path, "sparse", val_every=2)
+    folder.write_history(history)
+    assert folder.metrics_file.read_text().splitlines() == [
+        "epoch,train_loss,val_loss",
+        "1,3.0,",
+        "2,2.0,2.5",
+        "3,1.0,",
+        "4,0.5,0.7",
+    ]
+    assert json.loads(folder.history_file.read_text()) == history
+    assert folder.write_curves(history, "sparse") == folder.curves_file
+    assert folder.curves_file.stat().st_size > 10_000
+    from rich.console import Console
+
+    console = Console(record=True, width=100)
+    from beagle.runner import Best, RunResult
+
+    result = RunResult(
+        status="done",
+        name="sparse",
+        run_dir=tmp_path,
+        history=history,
+        final={"train_loss": 0.5, "val_loss": 0.7},
+        best={"val_loss": Best(0.7, 4)},
+        wall_time_s=2.0,
+        train_time_s=1.0,
+        steps=40,
+        epochs=4,
+        files={"curves": folder.curves_file},
+    )
+    console.print(summary_renderable(result))
+    text = console.export_text()
+    assert "val_loss" in text and "40.0 steps/s" in text and "curves.png" in text

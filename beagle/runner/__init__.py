@@ -15,6 +15,7 @@ It does say, on stderr, when it resumes and when there is nothing left to do.
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -98,9 +99,8 @@ def _final_and_best(
 
 
 def _say(message: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True, highlight=False).print(message)
+    """A line for the user on stderr (not wrapped: paths stay whole)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def run_spec(
@@ -112,6 +112,10 @@ def run_spec(
     """Train the spec `loaded` (overrides already applied) and write its run folder."""
     started = time.perf_counter()
     spec = loaded.spec
+
+    def maximise(key: str) -> bool:
+        return _maximise(loaded, key)
+
     if spec.parallel is not None:
         raise RunRefused(
             "the `parallel` section is not supported by `beagle run` yet (beagle check and "
@@ -149,7 +153,7 @@ def run_spec(
             folder.write_history(history)
         if spec.log is None or spec.log.plot:
             if not folder.curves_file.is_file():
-                folder.write_curves(history, spec.name)
+                folder.write_curves(history, spec.name, maximise)
         note = (
             f"{spec.name} is already complete: {plan.checkpoint} finished epoch "
             f"{plan.info.epoch} of {spec.train.epochs}; nothing to train "
@@ -215,7 +219,7 @@ def run_spec(
     except BaseException:
         # Interrupted or failed: the epochs done so far still get their picture.
         if latest and plot:
-            folder.write_curves(latest, spec.name)
+            folder.write_curves(latest, spec.name, maximise)
         raise
     finally:
         train_time = time.perf_counter() - train_started
@@ -224,7 +228,7 @@ def run_spec(
     history = {k: [float(v) for v in vs] for k, vs in history.items()}
     folder.write_history(history)
     if plot:
-        folder.write_curves(history, spec.name)
+        folder.write_curves(history, spec.name, maximise)
     final, best = _final_and_best(loaded, history, val_every)
     files.update(_existing_files(folder, checkpoint_dir))
     epochs = max((len(v) for k, v in history.items() if k.startswith("train_")), default=0)

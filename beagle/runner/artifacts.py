@@ -15,7 +15,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,16 +142,31 @@ class RunFolder:
         writer.writerows(rows)
         write_text_atomic(self.metrics_file, buffer.getvalue())
 
-    def write_curves(self, history: History, title: str) -> Path | None:
+    def write_curves(
+        self, history: History, title: str, maximise: Callable[[str], bool] | None = None
+    ) -> Path | None:
         """`curves.png`: train and val curves, one subplot per metric. None when empty."""
         if not any(len(v) for v in history.values()):
             return None
-        plot_curves(history, self.curves_file, title=title, val_every=self.val_every)
+        plot_curves(
+            history, self.curves_file, title=title, val_every=self.val_every, maximise=maximise
+        )
         return self.curves_file
 
 
-def plot_curves(history: History, path: Path, *, title: str, val_every: int = 1) -> None:
-    """Draw train and val curves per metric into `path` (PNG)."""
+def plot_curves(
+    history: History,
+    path: Path,
+    *,
+    title: str,
+    val_every: int = 1,
+    maximise: Callable[[str], bool] | None = None,
+) -> None:
+    """Draw train and val curves per metric into `path` (PNG).
+
+    `maximise(key)` says whether a larger value of history key `key` is better (for the
+    "best" marker); by default, names like accuracy are maximised and the rest minimised.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,7 +184,9 @@ def plot_curves(history: History, path: Path, *, title: str, val_every: int = 1)
         for ax in axes.flat[len(metrics) :]:
             ax.set_visible(False)
         for ax, metric in zip(axes.flat, metrics, strict=False):
-            best_high = higher_is_better(metric)
+            best_high = (
+                maximise(f"val_{metric}") if maximise is not None else higher_is_better(metric)
+            )
             for split in ("train", "val"):
                 values = list(history.get(f"{split}_{metric}", []))
                 if not values:
