@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import re
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -179,10 +180,12 @@ def save_checkpoint(
 class CheckpointWriter:
     """Saves the loop's checkpoints through one orbax `CheckpointManager`.
 
-    Saves are asynchronous: `save` returns once the arrays are copied off the training
-    buffers, and orbax writes the files in the background. It keeps the newest `keep`
-    checkpoints plus the best one by `best_metric` (orbax's `LatestN` and `BestN`
-    preservation policies), and removes temporary folders left by a killed save.
+    With `asynchronous=True` a save hands the state (a fresh on-device copy that no step
+    will donate) and the record to one background thread, which runs orbax's save there:
+    the loop only waits when the previous save is still running. Orbax writes each
+    checkpoint under a temporary name and renames it when complete. The manager keeps the
+    newest `keep` checkpoints plus the best one by `best_metric` (orbax's `LatestN` and
+    `BestN` preservation policies) and removes temporary folders a killed save left.
     """
 
     def __init__(
@@ -218,12 +221,18 @@ class CheckpointWriter:
             best_fn=best_fn,
             best_mode=best_mode,
             cleanup_tmp_directories=True,
-            enable_async_checkpointing=asynchronous,
+            enable_async_checkpointing=False,  # the background thread is ours
             create=True,
         )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=(_STATE, _RECORD)
         )
+        self._executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="beagle-checkpoint")
+            if asynchronous
+            else None
+        )
+        self._running: Future[None] | None = None
 
     def save(
         self,
@@ -236,28 +245,48 @@ class CheckpointWriter:
     ) -> Path:
         """Start saving `state` and `record` as `checkpoint_<step>`; returns its path.
 
-        The record is copied now: orbax serialises it in the background, while the loop
-        goes on appending to the history it holds.
+        `state` must not be donated or changed afterwards (pass a copy). The record is
+        copied now, as the loop goes on appending to the history it holds.
         """
-        record = copy.deepcopy(dict(record))
+        snapshot = copy.deepcopy(dict(record))
+        best = dict(metrics) if metrics is not None and self.best_metric else None
+        self.wait()
+        if self._executor is None:
+            self._write(step, state, snapshot, best, replace)
+        else:
+            self._running = self._executor.submit(self._write, step, state, snapshot, best, replace)
+        return checkpoint_path(self.directory, step)
+
+    def _write(
+        self,
+        step: int,
+        state: Any,
+        record: dict[str, Any],
+        metrics: dict[str, float] | None,
+        replace: bool,
+    ) -> None:
         if replace and step in self._manager.all_steps():
-            self._manager.wait_until_finished()
             self._manager.delete(step)
         self._manager.save(
             step,
             args=ocp.args.Composite(
                 **{_STATE: ocp.args.StandardSave(state), _RECORD: ocp.args.JsonSave(record)}
             ),
-            metrics=dict(metrics) if metrics is not None and self.best_metric else None,
+            metrics=metrics,
             force=True,
         )
-        return checkpoint_path(self.directory, step)
 
     def wait(self) -> None:
-        """Block until every started save is complete on disk."""
-        self._manager.wait_until_finished()
+        """Block until every started save is complete on disk (re-raising its error)."""
+        running, self._running = self._running, None
+        if running is not None:
+            running.result()
 
     def close(self) -> None:
-        """Finish pending saves and release orbax's threads."""
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Finish pending saves and release the threads."""
+        try:
+            self.wait()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+            self._manager.close()

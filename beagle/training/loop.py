@@ -34,7 +34,7 @@ from beagle.training.checkpoint import (
 )
 from beagle.training.early_stopping import EarlyStopping
 from beagle.training.errors import DataExhaustedError, NonFiniteLossError, TrainingInterrupted
-from beagle.training.metrics import StepMetricSums, SumsOnHost, fetch_to_host
+from beagle.training.metrics import StepMetricSums, SumsOnHost, fetch_to_host, read_sums
 from beagle.training.progress import EpochProgress
 from beagle.training.rng import step_keys, validation_key
 
@@ -53,6 +53,11 @@ def _copy_tree(tree: Any) -> Any:
 
 
 def _batch_size(batch: Any) -> int:
+    """The leading dimension of the batch's first leaf (in pytree order: sorted dict keys)."""
+    if type(batch) is dict and batch:
+        shape = getattr(batch[min(batch)], "shape", None)  # the common case, quickly
+        if shape:
+            return int(shape[0])
     return int(np.shape(jax.tree_util.tree_leaves(batch)[0])[0])
 
 
@@ -329,13 +334,24 @@ class _Run:
 
     # ---------------------------------------------------------------- epoch end
     def _end_epoch(self, started: float) -> None:
-        totals = self.sums.fetch()
+        epoch = self.epoch + 1
+        self.sums.fold()
+        # Validation is dispatched before the epoch's sums are read, so that one transfer
+        # (one wait for the device) per epoch serves both.
+        validating = self.cfg.val_step_fn is not None and epoch % self.cfg.val_every == 0
+        val_sums = self._validate() if validating else None
+        if val_sums is None:
+            totals, val_totals = read_sums([self.sums])[0], None
+        else:
+            totals, val_totals = read_sums([self.sums, val_sums])
         self._raise_if_not_finite(totals)
         entry = {} if totals is None else totals.history_values(self.sums.has_skipped)
         values = {f"train_{name}": value for name, value in entry.items()}
-        epoch = self.epoch + 1
-        if self.cfg.val_step_fn is not None and epoch % self.cfg.val_every == 0:
-            values.update({f"val_{name}": value for name, value in self._validate().items()})
+        if val_sums is not None:
+            val_entry = (
+                {} if val_totals is None else val_totals.history_values(val_sums.has_skipped)
+            )
+            values.update({f"val_{name}": value for name, value in val_entry.items()})
             self.validations += 1
         for name, value in values.items():
             self.history.setdefault(name, []).append(value)
@@ -404,7 +420,8 @@ class _Run:
             return iter(made), True
         return iter(source), True
 
-    def _validate(self) -> dict[str, float]:
+    def _validate(self) -> StepMetricSums:
+        """Dispatch one validation pass; its sums stay on the device."""
         val_step_fn = self.cfg.val_step_fn
         assert val_step_fn is not None
         iterator, fresh = self._open_val_iterator()
@@ -429,8 +446,8 @@ class _Run:
                 if wanted is None and done > 0:
                     break
                 raise self._val_exhausted(done, fresh)
-        totals = sums.fetch()
-        return {} if totals is None else totals.history_values(sums.has_skipped)
+        sums.fold()
+        return sums
 
     def _val_exhausted(self, done: int, fresh: bool) -> DataExhaustedError:
         limit = self.cfg.val_num_batches

@@ -175,22 +175,20 @@ class StepMetricSums:
 
     def fetch(self) -> SumsOnHost | None:
         """Fold, then read the sums to the host: the one device-to-host transfer."""
-        self.fold()
-        return _read(self.carry)
+        return read_sums([self])[0]
 
     def peek(self) -> SumsOnHost | None:
         """The sums including pending steps, read without folding them (keeps chunking)."""
-        if not self.pending:
-            return _read(self.carry)
-        return _read(
-            _fold(
+        carry = self.carry
+        if self.pending:
+            carry = _fold(
                 self.carry,
                 self.pending,
                 np.asarray(self.sizes, np.float32),
                 np.int32(self.first_index),
                 stop_on_skipped=self.stop_on_skipped,
             )
-        )
+        return _summarize(None if carry is None else fetch_to_host(carry))
 
     def to_json(self) -> dict[str, Any]:
         """The exact on-device state (sums and not yet folded steps) as JSON-able values."""
@@ -215,10 +213,18 @@ class StepMetricSums:
         return sums
 
 
-def _read(carry: dict[str, Any] | None) -> SumsOnHost | None:
-    if carry is None:
+def read_sums(sums: Sequence[StepMetricSums]) -> list[SumsOnHost | None]:
+    """Fold each, then read all their sums to the host in one transfer."""
+    for item in sums:
+        item.fold()
+    carries = [item.carry for item in sums]
+    hosts = fetch_to_host(carries) if any(c is not None for c in carries) else carries
+    return [_summarize(host) for host in hosts]
+
+
+def _summarize(host: dict[str, Any] | None) -> SumsOnHost | None:
+    if host is None:
         return None
-    host = fetch_to_host(carry)
     weight = float(host["weight"])
     bad_step = int(host["bad_step"])
     bad = bad_step != _NO_BAD_STEP
