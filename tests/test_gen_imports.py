@@ -46,8 +46,7 @@ def test_compiling_every_spec_imports_no_heavy_library() -> None:
 def test_beagle_gen_command_imports_no_heavy_library(tmp_path: Path) -> None:
     specs = [str(path) for path in sorted((ROOT / "specs").glob("*.yaml"))]
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "beagle", "gen", "--out", str(tmp_path)]
-        + specs,
+        [sys.executable, "-X", "importtime", "-m", "beagle", "gen", "--out", str(tmp_path)] + specs,
         cwd=ROOT,
         capture_output=True,
         text=True,
