@@ -220,3 +220,20 @@ def test_resume_after_sigkill_matches_uninterrupted(
     state, history = _train(directory, resume=True)
     assert leaves_equal(state.params, reference[0].params)
     assert history == reference[1]
+
+
+def test_resume_inside_a_partly_folded_epoch_restores_the_exact_sums(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import beagle.training.loop as loop_module
+
+    # Folds every 4 steps: stopping at step 7 of an epoch leaves 4 steps folded into the
+    # on-device sums and 3 pending; both must come back bit for bit.
+    monkeypatch.setattr(loop_module, "CHUNK_STEPS", 4)
+    reference_state, reference_history = _train(None)
+    with pytest.raises(TrainingInterrupted) as raised:
+        _train(tmp_path, data=_interrupting(1, 7, _raise_keyboard_interrupt))
+    assert raised.value.step == 17
+    state, history = _train(tmp_path, resume=True)
+    assert leaves_equal(state.params, reference_state.params)
+    assert history == reference_history

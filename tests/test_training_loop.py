@@ -68,10 +68,10 @@ def test_epoch_mean_weights_batches_by_size() -> None:
 
 def test_epoch_mean_over_many_chunks_is_exact_enough() -> None:
     rs = np.random.RandomState(3)
-    values = [list(rs.rand(4)) for _ in range(150)]  # spans three folds of 64 steps
+    values = [list(rs.rand(4)) for _ in range(600)]  # spans three folds of 256 steps
     batches = probe_batches(values)
     _, history = train_loop(
-        probe_state(), probe_step, lambda: iter(batches), 1, 150, KEY, show_progress=False
+        probe_state(), probe_step, lambda: iter(batches), 1, 600, KEY, show_progress=False
     )
     assert history["train_value"][0] == pytest.approx(float(np.mean(values)), rel=1e-5)
 

@@ -41,7 +41,7 @@ from beagle.training.rng import step_keys, validation_key
 StateT = TypeVar("StateT")
 History = dict[str, list[float]]
 
-CHUNK_STEPS = 64
+CHUNK_STEPS = 256
 """Steps whose metrics one fold (and one key derivation) covers."""
 
 
@@ -277,12 +277,15 @@ class _Run:
         try:
             return next(iterator)
         except StopIteration:
-            raise DataExhaustedError(
-                f"data_iterator_fn() gave only {taken} of num_batches={self.cfg.num_batches} "
-                f"batches in epoch {self.epoch + 1}/{self.cfg.num_epochs}; its iterator must "
-                "yield at least num_batches batches every epoch (lower num_batches, or "
-                "make data_iterator_fn yield more)"
-            ) from None
+            raise self._train_exhausted(taken) from None
+
+    def _train_exhausted(self, taken: int) -> DataExhaustedError:
+        return DataExhaustedError(
+            f"data_iterator_fn() gave only {taken} of num_batches={self.cfg.num_batches} "
+            f"batches in epoch {self.epoch + 1}/{self.cfg.num_epochs}; its iterator must "
+            "yield at least num_batches batches every epoch (lower num_batches, or "
+            "make data_iterator_fn yield more)"
+        )
 
     def _train_steps(self) -> None:
         iterator = self._open_train_iterator()
@@ -302,14 +305,17 @@ class _Run:
             keys = step_keys(self.rng_key, first_step + chunk_start * k, chunk_len, k)
             for index in range(call - chunk_start, chunk_len):
                 if k == 1:
-                    batch = self._next_train_batch(iterator, self.position)
-                    sizes: list[int] = [_batch_size(batch)]
+                    try:
+                        batch = next(iterator)
+                    except StopIteration:
+                        raise self._train_exhausted(self.position) from None
+                    self.state, metrics = step_fn(self.state, batch, keys[index])
+                    sums.add_step(metrics, _batch_size(batch))
                 else:
                     parts = [self._next_train_batch(iterator, self.position + i) for i in range(k)]
-                    sizes = [_batch_size(part) for part in parts]
                     batch = jax.tree.map(_stack_leaves, *parts)
-                self.state, metrics = step_fn(self.state, batch, keys[index])
-                sums.add(metrics, sizes)
+                    self.state, metrics = step_fn(self.state, batch, keys[index])
+                    sums.add(metrics, [_batch_size(part) for part in parts])
                 self.position += k
                 self.global_step += k
                 if stop.requested:

@@ -156,6 +156,11 @@ class StepMetricSums:
         self.pending.append(metrics)
         self.sizes.extend(sizes)
 
+    def add_step(self, metrics: Mapping[str, jax.Array], size: int) -> None:
+        """`add` for one step of one batch (the loop's hot path)."""
+        self.pending.append(metrics)
+        self.sizes.append(size)
+
     def fold(self) -> None:
         """Fold the pending steps into the on-device sums (one dispatch, no host wait)."""
         if not self.pending:
