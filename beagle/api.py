@@ -8,7 +8,7 @@ them, so `beagle gen` and `beagle schema` stay fast.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -103,9 +103,10 @@ def run(
     *,
     restart: bool = False,
     progress: bool = True,
+    notify: Callable[[str], None] = lambda message: None,
 ) -> RunResult:
     """Compile the spec (overrides applied) and train it; see `beagle.runner.run_spec`."""
     loaded = load_spec(path, overrides, imports="import")
     from beagle.runner import run_spec
 
-    return run_spec(loaded, restart=restart, progress=progress)
+    return run_spec(loaded, restart=restart, progress=progress, notify=notify)

@@ -126,7 +126,13 @@ def run(
         from beagle.runner import RunRefused, print_summary
         from beagle.training import NonFiniteLossError, TrainingInterrupted
 
-        result = api.run(spec, set_ or (), restart=restart, progress=not no_progress)
+        result = api.run(
+            spec,
+            set_ or (),
+            restart=restart,
+            progress=not no_progress,
+            notify=lambda message: typer.echo(message, err=True),
+        )
     except SpecError as error:
         raise _fail([str(problem) for problem in error.problems], EXIT_INVALID) from None
     except RunRefused as error:

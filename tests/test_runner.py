@@ -93,11 +93,17 @@ def test_synthetic_run_writes_the_run_folder(in_tmp: Path) -> None:
 
 def test_finished_run_rerun_is_already_complete_and_more_epochs_extend_it(in_tmp: Path) -> None:
     spec = write_spec(in_tmp, TINY.format(epochs=2, log_dir="runs/tiny"))
-    first = run_spec(load(spec), restart=False, progress=False)
-    again = run_spec(load(spec), restart=False, progress=False)
+    notes: list[str] = []
+    first = run_spec(load(spec), restart=False, progress=False, notify=notes.append)
+    assert notes == []
+    again = run_spec(load(spec), restart=False, progress=False, notify=notes.append)
     assert again.status == "already_complete" and again.steps == 0
     assert again.history == first.history
-    longer = run_spec(load(spec, "train.epochs=3"), restart=False, progress=False)
+    assert len(notes) == 1 and "already complete" in notes[0]
+    longer = run_spec(
+        load(spec, "train.epochs=3"), restart=False, progress=False, notify=notes.append
+    )
+    assert len(notes) == 2 and "resuming" in notes[1]
     assert longer.status == "done" and longer.steps == 8
     assert longer.resumed_from is not None
     assert longer.history["train_loss"][:2] == first.history["train_loss"]

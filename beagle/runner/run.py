@@ -1,0 +1,315 @@
+"""`run_spec`: compile a spec into its run folder, wire it up, train it, write the files.
+
+`run_spec` never prints and never exits: it returns a `RunResult` (which
+`beagle.runner.summary.print_summary` renders) or raises
+
+- `beagle.spec.SpecError` for a spec that turns out unusable once its data and model are
+  built (exit 2, problems at spec lines),
+- `RunRefused` for a resume it will not make or a section it does not run yet (exit 2),
+- `beagle.training.NonFiniteLossError` or whatever a user's function raised (exit 1),
+- `beagle.training.TrainingInterrupted` after SIGTERM or Ctrl-C saved a checkpoint (exit 3).
+
+What the user should hear before training starts (resuming, nothing left to do) goes
+through the `notify` callback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from beagle import __version__
+from beagle.runner.artifacts import RunFolder, TensorBoardLog, higher_is_better
+from beagle.runner.result import Best, RunRefused, RunResult
+from beagle.spec import LoadedSpec
+
+
+def _log_dir(loaded: LoadedSpec) -> Path:
+    log = loaded.spec.log
+    return Path(log.dir) if log is not None and log.dir else Path("runs") / loaded.spec.name
+
+
+def _checkpoint_dir(loaded: LoadedSpec, log_dir: Path) -> Path | None:
+    checkpoint = loaded.spec.checkpoint
+    if checkpoint is None:
+        return None
+    return Path(checkpoint.dir) if checkpoint.dir else log_dir / "checkpoints"
+
+
+def _spec_hash(loaded: LoadedSpec) -> str:
+    recorded = getattr(loaded, "hash", None)
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    return hashlib.sha256(loaded.text.encode("utf-8")).hexdigest()
+
+
+def _maximise(loaded: LoadedSpec, key: str) -> bool:
+    """Whether a larger value of history key `key` is better."""
+    spec = loaded.spec
+    for best in (
+        spec.checkpoint.best if spec.checkpoint else None,
+        spec.early_stopping,
+    ):
+        if best is not None and best.metric == key:
+            return best.mode == "max"
+    base = key.split("_", 1)[1] if key.startswith(("train_", "val_")) else key
+    metric = spec.metrics.get(base)
+    if metric is not None and metric.fn in ("accuracy", "top_k_accuracy"):
+        return True
+    if metric is not None and metric.fn in ("mse", "mae"):
+        return False
+    if base in spec.losses or base == "loss":
+        return False
+    return higher_is_better(base)
+
+
+def _final_and_best(
+    loaded: LoadedSpec, history: dict[str, list[float]], val_every: int
+) -> tuple[dict[str, float], dict[str, Best]]:
+    final: dict[str, float] = {}
+    best: dict[str, Best] = {}
+    for key, values in history.items():
+        if not values:
+            continue
+        final[key] = float(values[-1])
+        if key.endswith("skipped_steps"):
+            continue
+        finite = [(i, float(v)) for i, v in enumerate(values) if v == v and abs(v) != float("inf")]
+        if not finite:
+            continue
+        pick = max if _maximise(loaded, key) else min
+        index, value = pick(finite, key=lambda item: item[1])
+        epoch = (index + 1) * val_every if key.startswith("val_") else index + 1
+        best[key] = Best(value, epoch)
+    return final, best
+
+
+def run_spec(
+    loaded: LoadedSpec,
+    *,
+    restart: bool = False,
+    progress: bool = True,
+    notify: Callable[[str], None] = lambda message: None,
+) -> RunResult:
+    """Train the spec `loaded` (overrides already applied) and write its run folder.
+
+    `notify` receives the lines a user should see before training starts (resuming from a
+    checkpoint, or a run that is already complete).
+    """
+    started = time.perf_counter()
+    spec = loaded.spec
+
+    def maximise(key: str) -> bool:
+        return _maximise(loaded, key)
+
+    if spec.parallel is not None:
+        raise RunRefused(
+            "the `parallel` section is not supported by `beagle run` yet (beagle check and "
+            "beagle gen accept it); remove it to train on one device"
+        )
+
+    from beagle.compiler import compile_spec
+    from beagle.runner import resume, wiring
+
+    wiring.ensure_cwd_on_path()
+    module_text = compile_spec(spec, loaded.source_name)
+    module_hash = wiring.module_hash(module_text)
+    log_dir = _log_dir(loaded)
+    val_every = spec.validation.every if spec.validation is not None else 1
+    folder = RunFolder(log_dir, spec.name, val_every=val_every)
+    checkpoint_dir = _checkpoint_dir(loaded, log_dir)
+
+    plan = resume.plan_resume(
+        checkpoint_dir,
+        restart=restart,
+        module_hash=module_hash,
+        spec_text=loaded.text,
+        module_text=module_text,
+        old_module=folder.module_file,
+        epochs=spec.train.epochs,
+        version=__version__,
+    )
+    notes: list[str] = []
+    files = {"run folder": folder.path}
+    if plan.complete:
+        assert plan.info is not None and plan.checkpoint is not None
+        history = {k: [float(v) for v in vs] for k, vs in dict(plan.info.history).items()}
+        folder.create()
+        if not folder.history_file.is_file() or not folder.metrics_file.is_file():
+            folder.write_history(history)
+        if spec.log is None or spec.log.plot:
+            if not folder.curves_file.is_file():
+                folder.write_curves(history, spec.name, maximise)
+        note = (
+            f"{spec.name} is already complete: {plan.checkpoint} finished epoch "
+            f"{plan.info.epoch} of {spec.train.epochs}; nothing to train "
+            "(--restart starts over, --set train.epochs=N extends it)"
+        )
+        notify(note)
+        final, best = _final_and_best(loaded, history, val_every)
+        files.update(_existing_files(folder, checkpoint_dir))
+        return RunResult(
+            status="already_complete",
+            name=spec.name,
+            run_dir=folder.path,
+            history=history,
+            final=final,
+            best=best,
+            wall_time_s=time.perf_counter() - started,
+            train_time_s=0.0,
+            steps=0,
+            epochs=int(plan.info.epoch),
+            checkpoint_dir=checkpoint_dir,
+            resumed_from=None,
+            files=files,
+            notes=[note],
+        )
+
+    if plan.resuming:
+        assert plan.info is not None
+        note = (
+            f"resuming {spec.name} from {plan.checkpoint} (epoch {plan.info.epoch} of "
+            f"{spec.train.epochs} done, global step {plan.info.step})"
+        )
+        notes.append(note)
+        notify(note)
+    else:
+        folder.create()
+        folder.clear_outputs()
+    folder.write_sources(loaded.text, module_text)
+    module = wiring.import_module_from_file(folder.module_file, f"_beagle_run_{spec.name}")
+    wired = wiring.wire(loaded, module)
+    start_step = int(plan.info.step) if plan.resuming and plan.info is not None else 0
+    start_epoch = int(plan.info.epoch) if plan.resuming and plan.info is not None else 0
+
+    tensorboard = (
+        TensorBoardLog(folder.tensorboard_dir, val_every=val_every, resume_epoch=start_epoch)
+        if spec.log is not None and spec.log.tensorboard
+        else None
+    )
+    latest: dict[str, list[float]] = {}
+
+    def on_epoch_end(epoch: int, history: dict[str, list[float]]) -> None:
+        latest.clear()
+        latest.update({k: [float(v) for v in vs] for k, vs in history.items()})
+        folder.write_history(latest)
+        if tensorboard is not None:
+            tensorboard.log_epoch(epoch, latest)
+
+    plot = spec.log is None or spec.log.plot
+    train_started = time.perf_counter()
+    try:
+        final_state, history = _train(
+            loaded, wired, checkpoint_dir, plan, on_epoch_end, module_hash, progress
+        )
+    except BaseException:
+        # Interrupted or failed: the epochs done so far still get their picture.
+        if latest and plot:
+            folder.write_curves(latest, spec.name, maximise)
+        raise
+    finally:
+        train_time = time.perf_counter() - train_started
+        if tensorboard is not None:
+            tensorboard.close()
+    history = {k: [float(v) for v in vs] for k, vs in history.items()}
+    folder.write_history(history)
+    if plot:
+        folder.write_curves(history, spec.name, maximise)
+    final, best = _final_and_best(loaded, history, val_every)
+    files.update(_existing_files(folder, checkpoint_dir))
+    epochs = max((len(v) for k, v in history.items() if k.startswith("train_")), default=0)
+    return RunResult(
+        status="done",
+        name=spec.name,
+        run_dir=folder.path,
+        history=history,
+        final=final,
+        best=best,
+        wall_time_s=time.perf_counter() - started,
+        train_time_s=train_time,
+        steps=int(final_state.step) - start_step,
+        epochs=epochs,
+        checkpoint_dir=checkpoint_dir,
+        resumed_from=plan.checkpoint if plan.resuming else None,
+        files=files,
+        notes=notes,
+        state=final_state,
+    )
+
+
+def _existing_files(folder: RunFolder, checkpoint_dir: Path | None) -> dict[str, Path]:
+    candidates = {
+        "history": folder.history_file,
+        "metrics": folder.metrics_file,
+        "curves": folder.curves_file,
+        "tensorboard": folder.tensorboard_dir,
+        "checkpoints": checkpoint_dir,
+    }
+    return {what: path for what, path in candidates.items() if path is not None and path.exists()}
+
+
+def _train(
+    loaded: LoadedSpec,
+    wired: Any,
+    checkpoint_dir: Path | None,
+    plan: Any,
+    on_epoch_end: Any,
+    module_hash: str,
+    progress: bool,
+) -> tuple[Any, dict[str, list[float]]]:
+    """Call `train_loop` with everything the spec says."""
+    from beagle.runner.resume import BEAGLE_VERSION, MODULE_HASH, SPEC_HASH, SPEC_TEXT
+    from beagle.training import EarlyStopping, train_loop
+
+    spec = loaded.spec
+    data = wired.data
+    options: dict[str, Any] = {}
+    if checkpoint_dir is not None and spec.checkpoint is not None:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        options.update(
+            checkpoint_dir=str(checkpoint_dir),
+            checkpoint_every=spec.checkpoint.every,
+            keep=spec.checkpoint.keep,
+            resume=plan.resuming,
+            metadata={
+                SPEC_HASH: _spec_hash(loaded),
+                MODULE_HASH: module_hash,
+                BEAGLE_VERSION: __version__,
+                SPEC_TEXT: loaded.text,
+            },
+        )
+        if spec.checkpoint.best is not None:
+            options.update(
+                best_metric=spec.checkpoint.best.metric, best_mode=spec.checkpoint.best.mode
+            )
+    if data.validate and spec.validation is not None:
+        options.update(
+            val_step_fn=wired.module.val_step,
+            val_data_iterator=data.source.val_iterator,
+            val_num_batches=data.val_batches,
+            val_every=spec.validation.every,
+        )
+    if spec.early_stopping is not None:
+        es = spec.early_stopping
+        options["early_stopping"] = EarlyStopping(
+            es.metric, es.mode, es.patience, min_delta=float(es.min_delta)
+        )
+    if spec.train.steps_per_call > 1:
+        options["steps_per_call"] = spec.train.steps_per_call
+    if spec.train.nan != "stop":
+        options["nan_mode"] = spec.train.nan
+    final_state, history = train_loop(
+        state=wired.state,
+        train_step_fn=wired.module.train_step,
+        data_iterator_fn=data.source.train_iterator,
+        num_epochs=spec.train.epochs,
+        num_batches=data.batches_per_epoch,
+        rng_key=wired.rng_key,
+        show_progress=progress,
+        on_epoch_end=on_epoch_end,
+        **options,
+    )
+    return final_state, history
