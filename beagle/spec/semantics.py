@@ -110,7 +110,9 @@ def _check_model(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
     names = (
         outputs
         if isinstance(outputs, list)
-        else list(outputs.values()) if isinstance(outputs, dict) else []
+        else list(outputs.values())
+        if isinstance(outputs, dict)
+        else []
     )
     repeated = sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})
     if repeated:

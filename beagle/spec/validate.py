@@ -205,7 +205,7 @@ def describe_type(tp: Any) -> str:
         item = describe_type(get_args(bare)[0])
         for article in ("a ", "an "):
             if item.startswith(article) and " or " not in item and "(" not in item:
-                return f"a list of {item[len(article):]}s"
+                return f"a list of {item[len(article) :]}s"
         return f"a list, each item {item}"
     if bare is ScheduleSpec:
         return "a schedule mapping ({schedule: <optax schedule>, ...})"
