@@ -250,14 +250,14 @@ class _Run:
 
     def _epochs(self) -> None:
         while self.epoch < self.cfg.num_epochs and not (self.stopping and self.stopping["stopped"]):
+            if self.stop.requested:  # arrived during the previous epoch's end
+                raise _Interrupt
             started = time.perf_counter()
             if self.progress is not None:
                 self.progress.start_epoch(self.epoch + 1, self.cfg.num_batches, self.position)
             if self.position < self.cfg.num_batches:
                 self._train_steps()
             self._end_epoch(started)
-            if self.stop.requested:
-                raise _Interrupt
         if self.writer is not None and self.saved_step != self.global_step:
             self._save(finished=True)
 

@@ -38,6 +38,11 @@ def step_keys(
     return _step_keys(rng_key, np.uint32(first_step), calls=calls, steps_per_call=steps_per_call)
 
 
+@jax.jit
+def _validation_key(rng_key: jax.Array, epoch: jax.Array) -> jax.Array:
+    return jax.random.fold_in(jax.random.fold_in(rng_key, VALIDATION_STREAM), epoch)
+
+
 def validation_key(rng_key: jax.Array, epoch: int) -> jax.Array:
     """Root of the validation keys after 0-based `epoch`; batch `i` gets `fold_in(root, i)`."""
-    return jax.random.fold_in(jax.random.fold_in(rng_key, VALIDATION_STREAM), epoch)
+    return _validation_key(rng_key, np.uint32(epoch))
