@@ -155,13 +155,16 @@ def test_sigkill_at_an_arbitrary_moment_then_rerun_matches(reference: Path, tmp_
     assert_same_state(final_state(tmp_path, "spec.yaml"), final_state(reference, "spec.yaml"))
 
 
-def test_sigterm_exits_3_and_rerun_continues_exactly(reference: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_exits_3_and_rerun_continues_exactly(
+    reference: Path, tmp_path: Path, signum: int
+) -> None:
     (tmp_path / "spec.yaml").write_text(SPEC)
     process = start(tmp_path, "run", "spec.yaml", "--no-progress")
     history = tmp_path / "runs/cli_tiny/history.json"
     wait_for(lambda: history.is_file())
     time.sleep(random.uniform(0.0, 0.3))
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 3, stderr
     assert "re-run" in stderr
@@ -178,6 +181,15 @@ def test_changed_module_refuses_resume_with_exit_2(reference: Path, tmp_path: Pa
     refused = beagle(tmp_path, "run", "spec.yaml", "--set", "optimizer.learning_rate=0.01")
     assert refused.returncode == 2, refused.stderr
     assert "optimizer.learning_rate" in refused.stderr and "--restart" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    restarted = beagle(
+        tmp_path, "run", "spec.yaml", "--set", "optimizer.learning_rate=0.01", "--restart"
+    )
+    assert restarted.returncode == 0, restarted.stderr
+    history = json.loads((tmp_path / "runs/cli_tiny/history.json").read_text())
+    reference_history = json.loads((reference / "runs/cli_tiny/history.json").read_text())
+    assert len(history["train_loss"]) == 30
+    assert history["train_loss"][0] != reference_history["train_loss"][0]  # started over
     assert "Traceback" not in refused.stderr
 
 
