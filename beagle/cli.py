@@ -117,8 +117,26 @@ def run(
         bool, typer.Option("--restart", help="Start over, replacing the checkpoints.")
     ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+    coordinator: Annotated[
+        str | None,
+        typer.Option("--coordinator", metavar="HOST:PORT", help="(later) Multi-host runs."),
+    ] = None,
+    num_processes: Annotated[
+        int | None, typer.Option("--num-processes", help="(later) Multi-host runs.")
+    ] = None,
+    process_id: Annotated[
+        int | None, typer.Option("--process-id", help="(later) Multi-host runs.")
+    ] = None,
 ) -> None:
     """Compile a spec and train it, resuming from its latest checkpoint."""
+    if (coordinator, num_processes, process_id) != (None, None, None):
+        raise _fail(
+            [
+                "beagle run: multi-host training (--coordinator, --num-processes, "
+                "--process-id) is not supported yet; run on one host without these options"
+            ],
+            EXIT_INVALID,
+        )
     from beagle import api
     from beagle.spec import SpecError
 

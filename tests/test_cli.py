@@ -170,3 +170,21 @@ def test_console_script_finds_user_packages_in_current_directory(tmp_path: Path)
         [exe, "check", str(spec)], cwd=tmp_path, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_multi_host_options_are_refused_plainly_for_now(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec.yaml")
+    result = beagle(
+        "run",
+        str(spec),
+        "--coordinator",
+        "h:1234",
+        "--num-processes",
+        "2",
+        "--process-id",
+        "0",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "not supported yet" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
