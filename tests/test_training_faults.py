@@ -237,3 +237,20 @@ def test_resume_inside_a_partly_folded_epoch_restores_the_exact_sums(
     state, history = _train(tmp_path, resume=True)
     assert leaves_equal(state.params, reference_state.params)
     assert history == reference_history
+
+
+def test_interrupt_after_a_non_finite_step_raises_the_loss_error_and_saves_nothing(
+    tmp_path: Path,
+) -> None:
+    def poisoned_then_interrupted(epoch: int) -> Iterator[dict]:
+        for index, batch in enumerate(data_fn(epoch)):
+            if index == 2:
+                batch = {**batch, "x": np.full_like(batch["x"], np.inf)}
+            if index == 5:
+                raise KeyboardInterrupt
+            yield batch
+
+    with pytest.raises(NonFiniteLossError) as raised:
+        _train(tmp_path, data=poisoned_then_interrupted)
+    assert (raised.value.epoch, raised.value.step) == (1, 2)
+    assert latest_checkpoint(tmp_path) is None
