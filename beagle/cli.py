@@ -8,6 +8,7 @@ usage, 3 interrupted after saving a checkpoint. Nothing here imports jax: `run` 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -82,6 +83,9 @@ def gen(
     ] = False,
 ) -> None:
     """Compile specs into OUT/<name>.py."""
+    # pydantic would scan every installed distribution's entry points for plugins (about
+    # 10 ms); `gen` validates beagle's own models only, and is meant to be quick.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from beagle import api
 
     report = api.generate(specs, out, check=check_only)
