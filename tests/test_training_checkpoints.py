@@ -27,6 +27,7 @@ from beagle.training import (
     checkpoint_info,
     latest_checkpoint,
     load_checkpoint,
+    save_checkpoint,
     train_loop,
 )
 
@@ -189,3 +190,15 @@ def test_asynchronous_saves_are_complete_when_the_loop_returns(tmp_path: Path) -
     for name in _folders(tmp_path):
         assert checkpoint_info(tmp_path / name).step == int(name.split("_")[1])
     assert os.listdir(tmp_path / "checkpoint_30")
+
+
+def test_resume_from_a_save_checkpoint_folder_says_to_load_it_instead(tmp_path: Path) -> None:
+    save_checkpoint(make_state(), tmp_path, 100)
+    with pytest.raises(ValueError, match="saved by save_checkpoint") as raised:
+        _train(tmp_path, 1, resume=True)
+    message = str(raised.value)
+    assert "checkpoint_100" in message and "load_checkpoint(" in message
+    assert "new, empty checkpoint_dir" in message
+    with pytest.raises(FileExistsError, match="pass resume=True") as refused:
+        _train(tmp_path, 1)
+    assert "another checkpoint_dir" in str(refused.value)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -254,3 +255,76 @@ def test_interrupt_after_a_non_finite_step_raises_the_loss_error_and_saves_nothi
         _train(tmp_path, data=poisoned_then_interrupted)
     assert (raised.value.epoch, raised.value.step) == (1, 2)
     assert latest_checkpoint(tmp_path) is None
+
+
+def test_a_stop_requested_during_the_last_epochs_end_is_not_swallowed(tmp_path: Path) -> None:
+    def on_epoch_end(epoch: int, history: dict) -> None:
+        if epoch == 3:  # the last epoch: its checkpoint is already being saved
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted, match="SIGTERM") as raised:
+        _train(tmp_path, on_epoch_end=on_epoch_end)
+    error = raised.value
+    assert error.step == 30
+    assert error.checkpoint_path == tmp_path.absolute() / "checkpoint_30"
+    info = checkpoint_info(error.checkpoint_path)
+    assert (info.step, info.epoch, info.finished) == (30, 3, True)  # saved before raising
+
+
+BLOCKED_RUN = """
+import os, signal, sys, time
+sys.path[:0] = [{repo!r}, {tests!r}]
+import jax
+from test_training_helpers import data_fn, make_state, train_step
+from beagle.training import TrainingInterrupted, train_loop
+
+def data(epoch):
+    for index, batch in enumerate(data_fn(epoch)):
+        if index == 3:
+            print("blocking", flush=True)
+            for _ in range(300):  # 30 s, unless a signal raises
+                time.sleep(0.1)
+        yield batch
+
+try:
+    train_loop(make_state(), train_step, data, 2, 10, jax.random.PRNGKey(0),
+               checkpoint_dir=sys.argv[1], show_progress=False)
+except KeyboardInterrupt as exc:
+    print("KeyboardInterrupt", exc, flush=True)
+except TrainingInterrupted as exc:
+    print("TrainingInterrupted", exc, flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_second_signal_raises_keyboard_interrupt_at_once_without_saving(
+    tmp_path: Path, signum: int
+) -> None:
+    script = tmp_path / "blocked_run.py"
+    script.write_text(textwrap.dedent(BLOCKED_RUN.format(repo=str(REPO), tests=str(TESTS))))
+    directory = tmp_path / "checkpoints"
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(directory)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        lines = []
+        for line in child.stdout:
+            lines.append(line)
+            if line.startswith("blocking"):
+                break
+        started = time.monotonic()
+        child.send_signal(signum)
+        time.sleep(0.5)  # the first one is handled (the data iterator sleeps in 0.1 s steps)
+        child.send_signal(signum)
+        output, _ = child.communicate(timeout=20)
+    finally:
+        child.kill()
+    assert time.monotonic() - started < 10  # not after the 30 s the iterator blocks
+    assert child.returncode == 0, "".join(lines) + output
+    assert output.startswith("KeyboardInterrupt"), output
+    assert "without saving" in output
+    assert latest_checkpoint(directory) is None

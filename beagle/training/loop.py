@@ -93,10 +93,15 @@ def _key_from_record(record: Mapping[str, Any], like: jax.Array) -> jax.Array:
 
 
 class _StopRequest:
-    """Set by the SIGTERM/SIGINT handlers; the loop checks it after every call."""
+    """Set by the SIGTERM/SIGINT handlers; the loop checks it after every call.
+
+    `forced` is set by a second signal, which raises KeyboardInterrupt at once: the loop
+    lets that one propagate without saving.
+    """
 
     def __init__(self) -> None:
         self.requested = False
+        self.forced = False
         self.reason = ""
 
 
@@ -108,10 +113,16 @@ def _stop_signals(stop: _StopRequest) -> Iterator[None]:
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if stop.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for the step
+        name = signal.Signals(signum).name
+        if stop.requested:
+            # A second SIGTERM or Ctrl-C: stop waiting (for a step, the data, a save) now.
+            stop.forced = True
+            raise KeyboardInterrupt(
+                f"second stop signal ({name} after {stop.reason}): stopped at once, "
+                "without saving a checkpoint"
+            )
         stop.requested = True
-        stop.reason = signal.Signals(signum).name
+        stop.reason = name
 
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     for sig in previous:
@@ -190,6 +201,8 @@ class _Run:
                 try:
                     self._epochs()
                 except (_Interrupt, KeyboardInterrupt) as exc:
+                    if self.stop.forced:
+                        raise  # a second signal: no save, straight out
                     self._interrupted(exc)
             return self.state, self.history
         finally:
@@ -205,8 +218,10 @@ class _Run:
         latest = latest_checkpoint(self.cfg.checkpoint_dir)
         if latest is not None and not self.cfg.resume:
             raise FileExistsError(
-                f"{self.cfg.checkpoint_dir} already holds checkpoints ({latest.name} is the "
-                "latest); pass resume=True to continue that run, or use an empty directory"
+                f"checkpoint_dir {self.cfg.checkpoint_dir} already holds checkpoints "
+                f"({latest.name} is the latest); pass resume=True to continue the run saved "
+                "there, or pass another checkpoint_dir (a new or empty directory) to start "
+                "a new run"
             )
         self.writer = CheckpointWriter(
             self.cfg.checkpoint_dir,
@@ -221,6 +236,14 @@ class _Run:
         self._apply_record(record, latest)
 
     def _apply_record(self, record: Mapping[str, Any], path: Path) -> None:
+        if "rng_key" not in record or "num_batches" not in record:
+            raise ValueError(
+                f"cannot resume from {path}: it was saved by save_checkpoint, without "
+                "train_loop's resume record (RNG key, epoch, position, history). To train "
+                f"on from it, load its state with load_checkpoint({str(path)!r}, state) and "
+                "pass that state to train_loop with a new, empty checkpoint_dir (and "
+                "resume=False)"
+            )
         position = int(record["position"])
         if position and int(record["num_batches"]) != self.cfg.num_batches:
             raise ValueError(
@@ -258,8 +281,12 @@ class _Run:
             if self.position < self.cfg.num_batches:
                 self._train_steps()
             self._end_epoch(started)
-        if self.writer is not None and self.saved_step != self.global_step:
-            self._save(finished=True)
+        if self.writer is not None:
+            if self.saved_step != self.global_step:
+                self._save(finished=True)
+            self.writer.wait()  # the final save, with the signal handlers still in place
+        if self.stop.requested:  # arrived during the last epoch's end or the final save
+            raise _Interrupt
 
     # ---------------------------------------------------------------- training
     def _open_train_iterator(self) -> Iterator[Any]:
@@ -526,6 +553,8 @@ class _Run:
         where = (
             f"global step {self.global_step} (epoch {self.epoch + 1}, step {self.position} "
             f"of {self.cfg.num_batches})"
+            if self.position
+            else f"global step {self.global_step} (the end of epoch {self.epoch})"
         )
         saved = f"checkpoint saved to {path}" if path else "no checkpoint_dir, nothing saved"
         raise TrainingInterrupted(
