@@ -99,6 +99,30 @@ def test_keeps_the_newest_plus_the_best(tmp_path: Path, mode: str, kept: list[st
     assert best is not None and best["value"] == (1.0 if mode == "min" else 5.0)
 
 
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_on_a_tie_the_best_is_the_first_and_that_checkpoint_is_kept(
+    tmp_path: Path, mode: str
+) -> None:
+    _probe(tmp_path, [1.0, 1.0, 1.0, 1.0], keep=1, best_metric="train_value", best_mode=mode)
+    assert _folders(tmp_path) == ["checkpoint_1", "checkpoint_4"]
+    best = checkpoint_info(tmp_path / "checkpoint_4").best
+    assert best is not None and (best["step"], best["value"]) == (1, 1.0)
+
+
+def test_the_best_is_always_a_checkpoint_that_was_saved_and_kept(tmp_path: Path) -> None:
+    # Epoch 3 has the lowest value but is not saved (checkpoint_every=2): epoch 2 is best.
+    _probe(
+        tmp_path,
+        [3.0, 2.0, 1.0, 4.0, 5.0, 6.0],
+        keep=1,
+        best_metric="train_value",
+        checkpoint_every=2,
+    )
+    best = checkpoint_info(tmp_path / "checkpoint_6").best
+    assert best is not None and (best["step"], best["value"]) == (2, 2.0)
+    assert _folders(tmp_path) == ["checkpoint_2", "checkpoint_6"]
+
+
 def test_record_holds_what_a_resume_needs(tmp_path: Path) -> None:
     state, history = _train(tmp_path, 2, metadata={"spec_hash": "abc", "beagle": "0.1.0"})
     info = checkpoint_info(latest_checkpoint(tmp_path))  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ _NAME = re.compile(rf"{CHECKPOINT_PREFIX}_(\d+)")
 _STATE = "state"
 _RECORD = "record"
 RECORD_FORMAT = 1
+_BEST_STEP = "best_step"  # the orbax metric of a checkpoint the loop marked as its best
 
 StateT = TypeVar("StateT")
 
@@ -184,8 +185,12 @@ class CheckpointWriter:
     will donate) and the record to one background thread, which runs orbax's save there:
     the loop only waits when the previous save is still running. Orbax writes each
     checkpoint under a temporary name and renames it when complete. The manager keeps the
-    newest `keep` checkpoints plus the best one by `best_metric` (orbax's `LatestN` and
+    newest `keep` checkpoints plus, with `keep_best`, the best one (orbax's `LatestN` and
     `BestN` preservation policies) and removes temporary folders a killed save left.
+
+    Which checkpoint is the best is the loop's decision, not orbax's: the loop saves the
+    checkpoint it records as its new best with `best=True`, and `BestN` keeps the newest
+    of those (their metric is their step), so ties in the metric never disagree.
     """
 
     def __init__(
@@ -193,24 +198,22 @@ class CheckpointWriter:
         checkpoint_dir: str | Path,
         *,
         keep: int | None = 3,
-        best_metric: str | None = None,
-        best_mode: str = "min",
+        keep_best: bool = False,
         asynchronous: bool = True,
     ) -> None:
         self.directory = Path(checkpoint_dir).absolute()
-        self.best_metric = best_metric
+        self.keep_best = keep_best
         policies: list[Any] = [ocp.checkpoint_managers.LatestN(n=keep)]
         best_fn = None
-        if best_metric is not None:
-            metric = best_metric
+        if keep_best:
 
             def best_fn(metrics: Mapping[str, float]) -> float:
-                return float(metrics[metric])
+                return float(metrics.get(_BEST_STEP, -1.0))
 
             policies.append(
                 ocp.checkpoint_managers.BestN(
                     get_metric_fn=best_fn,
-                    reverse=best_mode == "min",
+                    reverse=False,
                     n=1,
                     keep_checkpoints_without_metrics=False,
                 )
@@ -219,7 +222,7 @@ class CheckpointWriter:
             step_prefix=CHECKPOINT_PREFIX,
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
             best_fn=best_fn,
-            best_mode=best_mode,
+            best_mode="max",
             cleanup_tmp_directories=True,
             enable_async_checkpointing=False,  # the background thread is ours
             create=True,
@@ -240,21 +243,25 @@ class CheckpointWriter:
         state: Any,
         record: Mapping[str, Any],
         *,
-        metrics: Mapping[str, float] | None = None,
+        best: bool = False,
         replace: bool = False,
     ) -> Path:
         """Start saving `state` and `record` as `checkpoint_<step>`; returns its path.
 
         `state` must not be donated or changed afterwards (pass a copy). The record is
-        copied now, as the loop goes on appending to the history it holds.
+        copied now, as the loop goes on appending to the history it holds. `best=True`
+        marks the checkpoint as the run's best so far: kept beyond `keep` until a later
+        one is marked.
         """
         snapshot = copy.deepcopy(dict(record))
-        best = dict(metrics) if metrics is not None and self.best_metric else None
+        metrics = {_BEST_STEP: float(step)} if best and self.keep_best else None
         self.wait()
         if self._executor is None:
-            self._write(step, state, snapshot, best, replace)
+            self._write(step, state, snapshot, metrics, replace)
         else:
-            self._running = self._executor.submit(self._write, step, state, snapshot, best, replace)
+            self._running = self._executor.submit(
+                self._write, step, state, snapshot, metrics, replace
+            )
         return checkpoint_path(self.directory, step)
 
     def _write(

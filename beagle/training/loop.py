@@ -224,10 +224,7 @@ class _Run:
                 "a new run"
             )
         self.writer = CheckpointWriter(
-            self.cfg.checkpoint_dir,
-            keep=self.cfg.keep,
-            best_metric=self.cfg.best_metric,
-            best_mode=self.cfg.best_mode,
+            self.cfg.checkpoint_dir, keep=self.cfg.keep, keep_best=self.cfg.best_metric is not None
         )
         if latest is None:
             self.state = _copy_tree(self.state)
@@ -396,7 +393,8 @@ class _Run:
             self.stopping and self.stopping["stopped"]
         )
         if self.writer is not None and (finished or self.epoch % self.cfg.checkpoint_every == 0):
-            self._save(finished=finished, best_value=best_value)
+            # The best is the best checkpoint: only an epoch that is saved can become it.
+            self._save(finished=finished, best=self._improves_best(best_value))
         if self.progress is not None:
             self.progress.end_epoch(
                 epoch, values, time.perf_counter() - started, self.cfg.num_batches
@@ -416,22 +414,23 @@ class _Run:
         if self.cfg.best_metric is None:
             return None
         self._check_history_key(self.cfg.best_metric, "best_metric")
-        value = values.get(self.cfg.best_metric)
-        if value is None:
-            return None
+        return values.get(self.cfg.best_metric)
+
+    def _improves_best(self, value: float | None) -> bool:
+        """Record this epoch as the best if `value` is strictly better (ties keep the first)."""
+        if value is None or math.isnan(value):
+            return False
         best = None if self.best is None else float(self.best["value"])
-        better = not math.isnan(value) and (
-            best is None or (value < best if self.cfg.best_mode == "min" else value > best)
-        )
-        if better:
-            self.best = {
-                "metric": self.cfg.best_metric,
-                "mode": self.cfg.best_mode,
-                "value": value,
-                "epoch": self.epoch,
-                "step": self.global_step,
-            }
-        return value
+        if best is not None and not (value < best if self.cfg.best_mode == "min" else value > best):
+            return False
+        self.best = {
+            "metric": self.cfg.best_metric,
+            "mode": self.cfg.best_mode,
+            "value": value,
+            "epoch": self.epoch,
+            "step": self.global_step,
+        }
+        return True
 
     def _check_history_key(self, name: str, option: str) -> None:
         if name in self.history:
@@ -519,20 +518,12 @@ class _Run:
             "metadata": dict(self.cfg.metadata or {}),
         }
 
-    def _save(self, *, finished: bool, best_value: float | None = None) -> Path:
+    def _save(self, *, finished: bool, best: bool = False) -> Path:
         assert self.writer is not None
         record = self._record(finished)
         replace = self.global_step in checkpoint_steps(self.writer.directory)
         path = self.writer.save(
-            self.global_step,
-            _copy_tree(self.state),
-            record,
-            metrics=(
-                None
-                if best_value is None or self.cfg.best_metric is None
-                else {self.cfg.best_metric: best_value}
-            ),
-            replace=replace,
+            self.global_step, _copy_tree(self.state), record, best=best, replace=replace
         )
         self.saved_step = self.global_step
         return path
