@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,50 @@ def test_yaml_syntax_error_is_one_problem_with_position(tmp_path: Path) -> None:
         load_spec(path, imports="none")
     [problem] = caught.value.problems
     assert problem.line == 3 and problem.message.startswith("invalid YAML: ")
+
+
+def _only_problem(tmp_path: Path, text: str) -> object:
+    path = tmp_path / "aliases.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, imports="none")
+    [problem] = caught.value.problems
+    return problem
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a: &x [*x]\n", "a: &x {b: *x}\n", "a: &x [1, [2, *x]]\n", "a: &x {<<: *x}\n"],
+)
+def test_recursive_alias_is_a_positioned_problem(tmp_path: Path, text: str) -> None:
+    problem = _only_problem(tmp_path, text)
+    assert str(problem).startswith(f"{tmp_path / 'aliases.yaml'}:1:")
+    assert "recursive alias '*x'" in str(problem)
+
+
+def test_billion_laughs_is_refused_quickly(tmp_path: Path) -> None:
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for prev, name in zip("abcdef", "bcdefg", strict=True):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    started = time.perf_counter()
+    problem = _only_problem(tmp_path, "\n".join(lines) + "\n")
+    assert time.perf_counter() - started < 2
+    assert "more than 10000 values once its aliases are expanded" in str(problem)
+    assert problem.line == 5  # type: ignore[attr-defined]  # the alias that goes over
+
+
+def test_deep_nesting_is_refused_without_a_traceback(tmp_path: Path) -> None:
+    problem = _only_problem(tmp_path, "a: " + "[" * 3000 + "]" * 3000 + "\n")
+    assert "nested more than 100 levels deep" in str(problem)
+
+
+def test_ordinary_aliases_still_work(tmp_path: Path) -> None:
+    text = VALID.replace("  args: {b1: 0.9}", "  args: &opt {b1: 0.9}") + "  shared: *opt\n"
+    parsed = parse_yaml(text, "x.yaml")
+    assert parsed.problems == []
+    parsed = parse_yaml("a: &a [1, 2]\nb: [*a, *a]\nc: {<<: {k: 1}}\n", "x.yaml")
+    value, problems = to_plain(parsed.data, Locator("x.yaml", parsed.positions))
+    assert problems == [] and value["b"] == [[1, 2], [1, 2]]
 
 
 def test_two_documents_in_one_file_is_an_error(tmp_path: Path) -> None:

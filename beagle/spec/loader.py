@@ -26,7 +26,9 @@ from typing import Any, Literal
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from beagle.spec.problems import PathTuple, Problem, format_path
@@ -43,6 +45,74 @@ __all__ = [
 ]
 
 _STR_TAG = "tag:yaml.org,2002:str"
+
+MAX_VALUES = 10_000
+"""The most values (mappings, lists, keys and scalars) a document may hold once its
+aliases are expanded: a spec has a few hundred; a "billion laughs" file has billions."""
+
+MAX_DEPTH = 100
+"""The deepest nesting of mappings and lists a document may have."""
+
+
+class SpecLimitError(MarkedYAMLError):
+    """Valid YAML that no spec can be: a recursive alias, too many values, too deep."""
+
+
+class _GuardedComposer(Composer):  # type: ignore[misc]
+    """ruamel's composer, refusing recursive aliases and documents that expand too far.
+
+    Every alias stands for a full copy of its anchor's value once the document is turned
+    into plain data, so the values are counted as they would be after expansion; an alias
+    to a node still being composed (`a: &x [*x]`) would expand forever.
+    """
+
+    def compose_document(self) -> Any:
+        self._values = 0  # values so far, aliases expanded
+        self._sizes: dict[int, int] = {}  # id(node) -> its values, aliases expanded
+        self._open: list[str] = []  # anchors of the nodes being composed
+        return super().compose_document()
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        if isinstance(event, AliasEvent):
+            if event.anchor in self._open:
+                raise SpecLimitError(
+                    None,
+                    None,
+                    f"recursive alias '*{event.anchor}': it is inside its own anchor "
+                    f"'&{event.anchor}'",
+                    event.start_mark,
+                )
+            node = super().compose_node(parent, index)
+            self._count(self._sizes.get(id(node), 1), event.start_mark)
+            return node
+        if self.depth >= MAX_DEPTH:
+            raise SpecLimitError(
+                None,
+                None,
+                f"the document is nested more than {MAX_DEPTH} levels deep",
+                event.start_mark,
+            )
+        before = self._values
+        self._count(1, event.start_mark)
+        anchor = event.anchor
+        if anchor is not None:
+            self._open.append(anchor)
+        node = super().compose_node(parent, index)
+        if anchor is not None:
+            self._open.pop()
+        self._sizes[id(node)] = self._values - before
+        return node
+
+    def _count(self, values: int, mark: Any) -> None:
+        self._values += values
+        if self._values > MAX_VALUES:
+            raise SpecLimitError(
+                None,
+                None,
+                f"the document holds more than {MAX_VALUES} values once its aliases are expanded",
+                mark,
+            )
 
 
 @dataclass(frozen=True)
@@ -105,6 +175,7 @@ def make_yaml() -> YAML:
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = True  # all duplicates are reported at once, with positions
     yaml.version = None  # the document's own %YAML directive, else 1.2
+    yaml.Composer = _GuardedComposer
     return yaml
 
 
@@ -127,6 +198,15 @@ def _syntax_problem(file: str, error: YAMLError, line_offset: int = 0) -> Proble
         mark = error.problem_mark or error.context_mark
         problem = error.problem or error.context or "unreadable YAML"
         hint = None
+        if isinstance(error, SpecLimitError) and mark is not None:
+            line, column = _mark(mark)
+            if problem.startswith("recursive"):
+                hint = "write the value out instead of the alias"
+            elif "nested" in problem:
+                hint = "a spec needs far fewer levels"
+            else:
+                hint = "a spec needs far fewer; write the values out, or use fewer aliases"
+            return Problem(file, line + line_offset, column, "", problem, hint)
         if error.context and error.problem and error.context_mark is not None:
             hint = f"{error.context} (line {error.context_mark.line + 1 + line_offset})"
         if "'\\t'" in problem:
