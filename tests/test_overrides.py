@@ -53,6 +53,19 @@ def test_value_is_yaml_12(spec_file: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("train.epochs=1_0", "expected an integer, got '1_0'"),
+        ("seed=0b11", "expected an integer, got '0b11'"),
+        ("optimizer.learning_rate=1_0e-3", "got '1_0e-3'"),
+    ],
+)
+def test_yaml_11_numbers_in_overrides_are_strings(spec_file: Path, arg: str, message: str) -> None:
+    [problem] = _problems(spec_file, arg)
+    assert problem.startswith(f"--set {arg}: ") and message in problem
+
+
+@pytest.mark.parametrize(
     ("arg", "value"),
     [
         ("a=1", 1),

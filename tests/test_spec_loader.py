@@ -77,6 +77,16 @@ def test_yaml_12_numbers_1e_minus_3_is_a_float(spec_file: Path) -> None:
         ("null", None),
         ("'3'", "3"),
         ("2020-01-01", "2020-01-01"),  # no dates in YAML 1.2's core schema: the text
+        ("1_0", "1_0"),  # YAML 1.2 core schema: no digit separators, no binary
+        ("0b11", "0b11"),
+        ("1_0e-3", "1_0e-3"),
+        ("1_000.5", "1_000.5"),
+        ("0x1_F", "0x1_F"),
+        ("0x1F", 31),
+        ("0o17", 15),
+        ("-5", -5),
+        (".5", 0.5),
+        ("1e3", 1000.0),
     ],
 )
 def test_scalars_follow_yaml_12(text: str, expected: object) -> None:
@@ -85,6 +95,28 @@ def test_scalars_follow_yaml_12(text: str, expected: object) -> None:
     assert problems == []
     assert value["key"] == expected
     assert type(value["key"]) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("  epochs: 2", "  epochs: 1_0", "train.epochs: expected an integer, got '1_0'"),
+        ("  epochs: 2", "  epochs: 0b11", "train.epochs: expected an integer, got '0b11'"),
+        (
+            "learning_rate: 1e-3",
+            "learning_rate: 1_0e-3",
+            "optimizer.learning_rate: expected a number or a schedule mapping",
+        ),
+    ],
+)
+def test_yaml_11_numbers_are_strings_and_rejected(
+    spec_file: Path, old: str, new: str, message: str
+) -> None:
+    spec_file.write_text(spec_file.read_text().replace(old, new))
+    with pytest.raises(SpecError) as caught:
+        load_spec(spec_file, imports="none")
+    [problem] = caught.value.problems
+    assert message in str(problem)
 
 
 def test_values_are_plain_python_types() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.resolver import VersionedResolver, implicit_resolvers
+from ruamel.yaml.util import RegExp
 
 from beagle.spec.problems import PathTuple, Problem, format_path
 
@@ -52,6 +55,43 @@ aliases are expanded: a spec has a few hundred; a "billion laughs" file has bill
 
 MAX_DEPTH = 100
 """The deepest nesting of mappings and lists a document may have."""
+
+
+# YAML 1.2's core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution): no digit
+# separators (`1_0`) and no binary (`0b11`); those are strings, as in YAML 1.2 itself.
+# ruamel.yaml's 1.2 rules still accept both from YAML 1.1.
+_CORE_INT = RegExp(
+    r"""^(?:[-+]?[0-9]+
+    |[-+]?0o[0-7]+
+    |[-+]?0x[0-9a-fA-F]+)$""",
+    re.X,
+)
+_CORE_FLOAT = RegExp(
+    r"""^(?:[-+]?[0-9]+\.[0-9]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9]+[eE][-+]?[0-9]+
+    |[-+]?\.[0-9]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_CORE_RESOLVERS = {"tag:yaml.org,2002:int": _CORE_INT, "tag:yaml.org,2002:float": _CORE_FLOAT}
+
+
+class _CoreResolver(VersionedResolver):  # type: ignore[misc]
+    """ruamel's resolver with YAML 1.2's core-schema numbers (a %YAML 1.1 file keeps 1.1)."""
+
+    @property
+    def versioned_resolver(self) -> Any:
+        version = self.processing_version
+        if isinstance(version, str):
+            version = tuple(map(int, version.split(".")))
+        if version not in self._version_implicit_resolver:
+            for versions, tag, regexp, first in implicit_resolvers:
+                if version in versions:
+                    if version == (1, 2):
+                        regexp = _CORE_RESOLVERS.get(tag, regexp)
+                    self.add_version_implicit_resolver(version, tag, regexp, first)
+        return self._version_implicit_resolver[version]
 
 
 class SpecLimitError(MarkedYAMLError):
@@ -176,6 +216,7 @@ def make_yaml() -> YAML:
     yaml.allow_duplicate_keys = True  # all duplicates are reported at once, with positions
     yaml.version = None  # the document's own %YAML directive, else 1.2
     yaml.Composer = _GuardedComposer
+    yaml.Resolver = _CoreResolver
     return yaml
 
 
