@@ -413,3 +413,40 @@ def test_structural_walk_accepts_exactly_what_pydantic_accepts(
 def test_base_document_of_the_property_test_is_valid() -> None:
     spec, problems = check_structure(_BASE_DOC, Locator("x.yaml"))
     assert problems == [] and spec is not None
+
+
+def test_optional_mapping_with_only_comments_is_empty(tmp_path: Path) -> None:
+    text = VALID.replace("train:\n", "metrics:\n  # mae: {fn: mae}\ntrain:\n").replace(
+        "  args: {features: [16, 1]}", "  args: {features: [16, 1]}\n  rngs:\n"
+    )
+    text = text.replace("  rngs:\n", "")
+    text = text.replace("  name: adam\n", "  name: adam\n  args:\n  # b1: 0.9\n")
+    text += "validation:\ncheckpoint:\nlog:\nearly_stopping:\n"
+    loaded = load_spec(_write(tmp_path, text), imports="none")
+    assert loaded.spec.metrics == {} and loaded.spec.optimizer.args == {}
+    assert loaded.spec.validation is None and loaded.spec.checkpoint is None
+    assert "metrics" not in loaded.document
+
+
+def test_set_metrics_null_removes_the_section(tmp_path: Path) -> None:
+    text = VALID + "metrics:\n  mae: {fn: mae, args: {predictions: outputs.predictions}}\n"
+    loaded = load_spec(_write(tmp_path, text), ["metrics=null"], imports="none")
+    assert loaded.spec.metrics == {}
+
+
+def test_null_validation_is_no_validation_even_without_val_data(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "  source: synthetic\n  task: regression\n", "  source: npz\n  train: t.npz\n"
+    )
+    loaded = load_spec(_write(tmp_path, text + "validation:\n"), imports="none")
+    assert loaded.spec.validation is None
+
+
+def test_problem_with_an_empty_value_points_at_its_own_key(tmp_path: Path) -> None:
+    text = VALID.replace("  epochs: 2", "  epochs:\n  # later\n  steps_per_call: 1")
+    text = text.replace("optimizer:\n", "optimizer:\n  # soon\n")
+    path = _write(tmp_path, text.replace("  name: adam\n", "  name:\n"))
+    assert _errors(path).splitlines() == [
+        f"{path}:13:3: optimizer.name: expected a string, got null",
+        f"{path}:20:3: train.epochs: expected an integer, got null",
+    ]

@@ -22,7 +22,7 @@ from beagle.spec.models import Spec
 from beagle.spec.overrides import apply_overrides
 from beagle.spec.problems import PathTuple, Problem, SpecError, sort_problems
 from beagle.spec.semantics import check_semantics
-from beagle.spec.validate import check_structure, show_value
+from beagle.spec.validate import check_structure, drop_null_mappings, show_value
 
 __all__ = ["LoadedSpec", "load_spec"]
 
@@ -104,6 +104,7 @@ def load_spec(
     problems.extend(apply_overrides(parsed.data, overrides, locator))
     document, conversion = to_plain(parsed.data, locator)
     problems.extend(conversion)
+    drop_null_mappings(document)
     spec, structural = check_structure(document, locator)
     reported = {(p.line, p.column, p.path) for p in conversion}
     problems.extend(p for p in structural if (p.line, p.column, p.path) not in reported)

@@ -351,6 +351,10 @@ def _collect_positions(
             except (KeyError, TypeError):  # a key merged in with `<<:`: where the parent is
                 _collect_positions(data[child_key], (*path, name), key, value, out)
                 continue
+            if data[child_key] is None and value_line != key_line:
+                # An empty value (`metrics:` then only comments): ruamel places it at the
+                # next token, often the next key; the key's own line is where it is.
+                value_line, value_col = key_line, key_col
             _collect_positions(
                 data[child_key],
                 (*path, name),

@@ -200,7 +200,7 @@ def _check_data(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
                 "say how many batches one validation reads",
                 shown_path=("validation",),
             )
-    if isinstance(validation, dict) or validation is None and "validation" in doc:
+    if isinstance(validation, dict):  # `validation: null` is no validation, as absent
         if source in ("npz", "python") and data.get("val") is None:
             yield loc.problem(
                 ("validation",),

@@ -44,7 +44,7 @@ from beagle.spec.problems import (
     did_you_mean,
 )
 
-__all__ = ["check_structure", "describe_type", "show_value"]
+__all__ = ["check_structure", "describe_type", "drop_null_mappings", "show_value"]
 
 _BATCH_PATTERN = r"^batch\.[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -450,6 +450,42 @@ class _Walker:
         for index, item in enumerate(value):
             problems.extend(self.check(item, item_tp, (*path, index)))
         return problems
+
+
+def _is_mapping_type(tp: Any) -> bool:
+    bare = _unwrap(tp)[0]
+    return get_origin(bare) is dict or (isinstance(bare, type) and issubclass(bare, BaseModel))
+
+
+def drop_null_mappings(data: Any, cls: type[BaseModel] = Spec) -> None:
+    """Remove, in place, each optional mapping written empty (`metrics:` with only comments
+    below it, `--set metrics=null`): a null there means "none", as if the key were absent.
+
+    Optional sections that are `None` by default (`validation`, `checkpoint`, `log`, ...)
+    already read null as absent; this gives the same meaning to the optional mappings whose
+    default is empty (`metrics`, `model.args`, `optimizer.args`, a term's `args`).
+    """
+    if not isinstance(data, dict):
+        return
+    for name, info in cls.model_fields.items():
+        alias = info.alias or name
+        if alias not in data:
+            continue
+        value = data[alias]
+        bare = _unwrap(info.annotation)[0]
+        if value is None and not info.is_required() and _is_mapping_type(bare):
+            del data[alias]
+            continue
+        for member in _members(bare) if _is_union(bare) else [bare]:
+            member = _unwrap(member)[0]
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                if "source" not in member.model_fields:  # data sources have no mappings
+                    drop_null_mappings(value, member)
+            elif get_origin(member) is dict and isinstance(value, dict):
+                entry = _unwrap(get_args(member)[1])[0]
+                if isinstance(entry, type) and issubclass(entry, BaseModel):
+                    for item in value.values():
+                        drop_null_mappings(item, entry)
 
 
 def check_structure(data: Any, locator: Locator) -> tuple[Spec | None, list[Problem]]:
