@@ -53,18 +53,57 @@ def _copy_tree(tree: Any) -> Any:
 
 
 def _batch_size(batch: Any) -> int:
-    """The leading dimension of the batch's first leaf (in pytree order: sorted dict keys)."""
+    """The leading dimension of the batch's first leaf that has one (in pytree order:
+    sorted dict keys), so a scalar leaf (an index, a flag) is passed over."""
     if type(batch) is dict and batch:
         shape = getattr(batch[min(batch)], "shape", None)  # the common case, quickly
         if shape:
             return int(shape[0])
-    return int(np.shape(jax.tree_util.tree_leaves(batch)[0])[0])
+    for leaf in jax.tree_util.tree_leaves(batch):
+        shape = np.shape(leaf)
+        if shape:
+            return int(shape[0])
+    raise ValueError(
+        "cannot tell the batch size: no leaf of the batch has a leading (batch) axis; the "
+        "loop weighs each batch by the leading dimension of its first array with one, so a "
+        f"batch must hold at least one array of shape (batch, ...); got {_describe(batch)}"
+    )
+
+
+def _describe(tree: Any) -> str:
+    shapes = jax.tree.map(lambda leaf: tuple(np.shape(leaf)), tree)
+    text = repr(shapes)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _stack_leaves(*leaves: Any) -> Any:
     if all(isinstance(leaf, np.ndarray) for leaf in leaves):
         return np.stack(leaves)
     return jnp.stack(leaves)
+
+
+def _stack_batches(parts: list[Any], first_step: int) -> Any:
+    try:
+        return jax.tree.map(_stack_leaves, *parts)
+    except (ValueError, TypeError) as exc:
+        k = len(parts)
+        shapes = "; ".join(f"step {first_step + i}: {_describe(p)}" for i, p in enumerate(parts))
+        raise ValueError(
+            f"steps_per_call={k} stacks {k} batches into one call, so they must have "
+            f"equal shapes and structure, but they differ ({shapes}). Give every batch the "
+            "same shape (drop the short last batch, e.g. drop_remainder=True), or use "
+            f"steps_per_call=1 ({exc})"
+        ) from exc
+
+
+def _bad_step_output(source: str, output: Any) -> TypeError:
+    text = repr(output)
+    return TypeError(
+        f"{source} must return (state, dict of metrics), e.g. `return new_state, "
+        f"{{'loss': loss}}`; it returned a {type(output).__name__}"
+        + (f" of length {len(output)}" if isinstance(output, tuple) else "")
+        + f": {text if len(text) <= 120 else text[:117] + '...'}"
+    )
 
 
 def _takes_epoch(fn: Callable[..., Any]) -> bool:
@@ -186,6 +225,7 @@ class _Run:
         self.stop = _StopRequest()
         self.writer: CheckpointWriter | None = None
         self.progress = EpochProgress(self.cfg.num_epochs) if self.cfg.show_progress else None
+        self.train_names_checked = False
         self.train_takes_epoch = _takes_epoch(self.cfg.data_iterator_fn)
         self.val_takes_epoch = (
             callable(self.cfg.val_data_iterator)
@@ -333,12 +373,20 @@ class _Run:
                         batch = next(iterator)
                     except StopIteration:
                         raise self._train_exhausted(self.position) from None
-                    self.state, metrics = step_fn(self.state, batch, keys[index])
+                    output = step_fn(self.state, batch, keys[index])
+                    try:
+                        self.state, metrics = output
+                    except (TypeError, ValueError):
+                        raise _bad_step_output("train_step_fn", output) from None
                     sums.add_step(metrics, _batch_size(batch))
                 else:
                     parts = [self._next_train_batch(iterator, self.position + i) for i in range(k)]
-                    batch = jax.tree.map(_stack_leaves, *parts)
-                    self.state, metrics = step_fn(self.state, batch, keys[index])
+                    batch = _stack_batches(parts, self.position)
+                    output = step_fn(self.state, batch, keys[index])
+                    try:
+                        self.state, metrics = output
+                    except (TypeError, ValueError):
+                        raise _bad_step_output("train_step_fn", output) from None
                     sums.add(metrics, [_batch_size(part) for part in parts])
                 self.position += k
                 self.global_step += k
@@ -350,6 +398,8 @@ class _Run:
                         progress.update(self.position, _ready_values(lagged))
                         next_refresh = time.perf_counter() + EpochProgress.refresh_seconds
             sums.fold()
+            if not self.train_names_checked and sums.names is not None:
+                self._check_train_names(sums.names)
             call = chunk_start + chunk_len
 
     def _raise_if_not_finite(self, totals: SumsOnHost | None) -> None:
@@ -432,6 +482,26 @@ class _Run:
         }
         return True
 
+    def _watched(self) -> list[tuple[str, str]]:
+        """(option, history key) of the options that name a history key."""
+        watched = []
+        if self.cfg.early_stopping is not None:
+            watched.append(("early_stopping.metric", self.cfg.early_stopping.metric))
+        if self.cfg.best_metric is not None:
+            watched.append(("best_metric", self.cfg.best_metric))
+        return watched
+
+    def _check_train_names(self, names: frozenset[str]) -> None:
+        """Once the first steps' metric names are known: do the `train_` options exist?"""
+        self.train_names_checked = True
+        keys = sorted(f"train_{name}" for name in names)
+        for option, name in self._watched():
+            if name.startswith("train_") and name not in keys:
+                raise ValueError(
+                    f"{option}={name!r} is not a history key: train_step_fn returns the "
+                    f"metrics {sorted(names)}, so the train keys are {', '.join(keys)}"
+                )
+
     def _check_history_key(self, name: str, option: str) -> None:
         if name in self.history:
             return
@@ -459,7 +529,7 @@ class _Run:
         iterator, fresh = self._open_val_iterator()
         wanted = self.cfg.val_num_batches
         root = validation_key(self.rng_key, self.epoch)
-        sums = StepMetricSums(stop_on_skipped=False)
+        sums = StepMetricSums(stop_on_skipped=False, source="val_step_fn")
         done = 0
         while wanted is None or done < wanted:
             chunk_len = CHUNK_STEPS if wanted is None else min(CHUNK_STEPS, wanted - done)
@@ -471,7 +541,11 @@ class _Run:
                 except StopIteration:
                     ended = True
                     break
-                _, metrics = val_step_fn(self.state, batch, keys[index])
+                output = val_step_fn(self.state, batch, keys[index])
+                try:
+                    _, metrics = output
+                except (TypeError, ValueError):
+                    raise _bad_step_output("val_step_fn", output) from None
                 sums.add(metrics, [_batch_size(batch)])
                 done += 1
             if ended:
@@ -557,8 +631,8 @@ class _Run:
 
 def _ready_values(metrics: Mapping[str, jax.Array] | None) -> dict[str, float] | None:
     """A finished step's metrics on the host, or None if that step still runs."""
-    if metrics is None:
-        return None
+    if not isinstance(metrics, Mapping):
+        return None  # none yet, or not a dict (the fold reports that)
     leaves = jax.tree_util.tree_leaves(metrics)
     if not all(not isinstance(x, jax.Array) or x.is_ready() for x in leaves):  # type: ignore[attr-defined]
         return None
@@ -613,6 +687,20 @@ def train_loop(
     Raises `NonFiniteLossError`, `DataExhaustedError`, or `TrainingInterrupted` (after
     saving a checkpoint) on SIGTERM or Ctrl-C; never exits the process.
     """
+    if not callable(train_step_fn):
+        raise TypeError(
+            "train_step_fn must be a function (state, batch, rng_key) -> (state, metrics); "
+            f"got a {type(train_step_fn).__name__}"
+        )
+    if not callable(data_iterator_fn):
+        kind = type(data_iterator_fn).__name__
+        raise TypeError(
+            "data_iterator_fn must be a zero-argument function that returns an iterator over "
+            "one epoch's batches, called afresh every epoch (e.g. `lambda: iter(batches)`, "
+            f"or a generator function itself: `make_batches`, not `make_batches()`); got a "
+            f"{kind}"
+            + (" object, which would be used up after one epoch" if kind == "generator" else "")
+        )
     if num_epochs < 0:
         raise ValueError(f"num_epochs must be >= 0, got {num_epochs}")
     if num_batches < 1:
@@ -633,6 +721,22 @@ def train_loop(
         raise TypeError("val_data_iterator must be an iterator, an iterable or a callable")
     if val_num_batches is not None and val_num_batches < 1:
         raise ValueError(f"val_num_batches must be >= 1 or None, got {val_num_batches}")
+    for option, name in (
+        ("early_stopping.metric", None if early_stopping is None else early_stopping.metric),
+        ("best_metric", best_metric),
+    ):
+        if (
+            name is None
+            or name.startswith("train_")
+            or (name.startswith("val_") and val_step_fn is not None)
+        ):
+            continue
+        hint = (
+            f"'train_<m>' for a metric m of train_step_fn (e.g. 'train_{name}')"
+            if not name.startswith("val_")
+            else "'train_<m>' (there is no val_step_fn, so no 'val_' keys)"
+        )
+        raise ValueError(f"{option}={name!r} is not a history key (nor can become one): use {hint}")
     if checkpoint_dir is None and (resume or best_metric is not None):
         raise ValueError("resume and best_metric need a checkpoint_dir")
     config = _Config(

@@ -143,13 +143,17 @@ class StepMetricSums:
     as a fault (`nan_mode="stop"`).
     """
 
-    def __init__(self, *, stop_on_skipped: bool = True, first_index: int = 0) -> None:
+    def __init__(
+        self, *, stop_on_skipped: bool = True, first_index: int = 0, source: str = "train_step_fn"
+    ) -> None:
         self.stop_on_skipped = stop_on_skipped
         self.carry: dict[str, Any] | None = None
         self.pending: list[Mapping[str, jax.Array]] = []
         self.sizes: list[int] = []
         self.first_index = first_index
         self.has_skipped = False
+        self.names: frozenset[str] | None = None  # every step's metric names, once known
+        self.source = source  # the step function, for error messages
 
     def add(self, metrics: Mapping[str, jax.Array], sizes: Sequence[int]) -> None:
         """Keep one call's metrics (scalars, or a leading axis of len(sizes)) for the fold."""
@@ -165,7 +169,11 @@ class StepMetricSums:
         """Fold the pending steps into the on-device sums (one dispatch, no host wait)."""
         if not self.pending:
             return
-        _check_shapes(self.pending[0], len(self.sizes) // len(self.pending))
+        steps_per_call = len(self.sizes) // len(self.pending)
+        self.names = _check_names(
+            self.pending, self.names, self.first_index, steps_per_call, self.source
+        )
+        _check_shapes(self.pending[0], steps_per_call)
         self.has_skipped = self.has_skipped or SKIPPED_STEPS in self.pending[0]
         self.carry = _fold(
             self.carry,
@@ -186,6 +194,13 @@ class StepMetricSums:
         """The sums including pending steps, read without folding them (keeps chunking)."""
         carry = self.carry
         if self.pending:
+            _check_names(
+                self.pending,
+                self.names,
+                self.first_index,
+                len(self.sizes) // len(self.pending),
+                self.source,
+            )
             carry = _fold(
                 self.carry,
                 self.pending,
@@ -215,6 +230,9 @@ class StepMetricSums:
         sums.pending = [_decode_tree(m) for m in data["pending"]]
         sums.sizes = [int(s) for s in data["sizes"]]
         sums.has_skipped = bool(data["has_skipped"])
+        if sums.carry is not None:
+            names = set(sums.carry["sums"])
+            sums.names = frozenset(names | {SKIPPED_STEPS} if sums.has_skipped else names)
         return sums
 
 
@@ -251,6 +269,38 @@ def _summarize(host: dict[str, Any] | None) -> SumsOnHost | None:
 def fetch_to_host(tree: Any) -> Any:
     """The loop's only device-to-host read of metrics (explicit, so transfer guards allow it)."""
     return jax.device_get(tree)
+
+
+def _check_names(
+    pending: Sequence[Any],
+    names: frozenset[str] | None,
+    first_index: int,
+    steps_per_call: int,
+    source: str,
+) -> frozenset[str]:
+    """Every call's metrics are a dict with the same names (cheap host-side checks)."""
+    for index, metrics in enumerate(pending):
+        if not isinstance(metrics, Mapping):
+            raise TypeError(
+                f"{source} must return (state, dict of metrics), e.g. (new_state, "
+                f"{{'loss': loss}}); its metrics were a {type(metrics).__name__}: "
+                f"{_short(metrics)}"
+            )
+        if names is None:
+            names = frozenset(metrics)
+        elif metrics.keys() != names:
+            step = first_index + index * steps_per_call
+            raise ValueError(
+                f"every step must return the same metric names: step {step} (0-based, in the "
+                f"epoch) of {source} returned {sorted(metrics)}, expected {sorted(names)}"
+            )
+    assert names is not None
+    return names
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _check_shapes(metrics: Mapping[str, Any], steps_per_call: int) -> None:
