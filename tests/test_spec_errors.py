@@ -450,3 +450,19 @@ def test_problem_with_an_empty_value_points_at_its_own_key(tmp_path: Path) -> No
         f"{path}:13:3: optimizer.name: expected a string, got null",
         f"{path}:20:3: train.epochs: expected an integer, got null",
     ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("input", "[]"), ("outputs", "[]"), ("outputs", "{}")],
+)
+def test_empty_model_input_or_outputs_is_a_schema_problem(
+    tmp_path: Path, field: str, value: str
+) -> None:
+    text = VALID.replace(
+        "  outputs: predictions\n", f"  outputs: predictions\n  {field}: {value}\n"
+    )
+    text = text.replace("  outputs: predictions\n  outputs:", "  outputs:")
+    path = _write(tmp_path, text)
+    line = 6 if field == "outputs" else 7
+    assert _errors(path) == f"{path}:{line}:3: model.{field}: needs at least one entry"

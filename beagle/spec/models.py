@@ -76,11 +76,15 @@ class _Section(BaseModel):
 class ModelSpec(_Section):
     class_path: ImportPath = Field(alias="class")
     args: dict[Identifier, object] = Field(default_factory=dict)
-    input: BatchReference | list[BatchReference] = "batch.x"
+    input: BatchReference | Annotated[list[BatchReference], Field(min_length=1)] = "batch.x"
     batch_norm: bool = False
     train_flag: Identifier | None = "train"
     rngs: list[Identifier] = Field(default_factory=list)
-    outputs: Identifier | list[Identifier] | dict[Identifier, Identifier] = "outputs"
+    outputs: (
+        Identifier
+        | Annotated[list[Identifier], Field(min_length=1)]
+        | Annotated[dict[Identifier, Identifier], Field(min_length=1)]
+    ) = "outputs"
 
 
 class _DataBase(_Section):

@@ -301,9 +301,11 @@ def _check_reference(
         return
     if value.startswith("outputs."):
         name = value[len("outputs.") :]
+        if not outputs:  # model.outputs is empty or malformed: a problem of its own already
+            return
         if name not in outputs:
             near = closest(name, outputs, n=1)
-            declared = f"declared outputs: {_quoted(outputs)}" if outputs else "none declared"
+            declared = f"declared outputs: {_quoted(outputs)}"
             hint = f"did you mean 'outputs.{near[0]}'? ({declared})" if near else declared
             yield loc.problem(path, f"{show_value(value)} is not a declared model output", hint)
     elif value.startswith("batch."):

@@ -299,6 +299,8 @@ class _Walker:
                     return [self.problem(path, "needs at least one entry")]
                 if isinstance(value, str):
                     return [self.problem(path, "must not be empty")]
+                if min_length == 1:
+                    return [self.problem(path, "needs at least one entry")]
                 return [self.problem(path, f"needs at least {min_length} items")]
             max_length = getattr(item, "max_length", None)
             if isinstance(max_length, int) and len(value) > max_length:
