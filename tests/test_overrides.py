@@ -212,3 +212,11 @@ def test_valid_paths_include_document_names() -> None:
     assert "losses.ce.weight" in paths
     assert "optimizer.learning_rate" in paths
     assert "train.steps_per_call" in paths
+
+
+def test_index_out_of_range_counts_items_in_good_grammar(spec_file: Path) -> None:
+    spec_file.write_text(
+        VALID.replace("  outputs: predictions", "  outputs: predictions\n  input: [batch.x]")
+    )
+    [problem] = _problems(spec_file, "model.input.1=batch.y")
+    assert problem.endswith("index 1 is out of range: model.input has 1 item")

@@ -466,3 +466,43 @@ def test_empty_model_input_or_outputs_is_a_schema_problem(
     path = _write(tmp_path, text)
     line = 6 if field == "outputs" else 7
     assert _errors(path) == f"{path}:{line}:3: model.{field}: needs at least one entry"
+
+
+def test_declared_outputs_hint_names_each_output_once(tmp_path: Path) -> None:
+    text = VALID.replace("  outputs: predictions", "  outputs: [out, out]").replace(
+        "outputs.predictions", "outputs.ou"
+    )
+    errors = _errors(_write(tmp_path, text))
+    assert "declared outputs: 'out')" in errors
+    assert "'out' and 'out'" not in errors
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "hint"),
+    [
+        ("  name: adam", "  name: 'adam(0.1) or optax.sgd'", "did you mean 'adam' or 'sgd'?"),
+        ("  name: adam", "  name: 'adamw!'", "did you mean 'adamw'"),
+        ("  args: {features: [16, 1]}", "  args: {features: [16, 1], 'x=1;import os': 1}", None),
+        ("  epochs: 2", "  epochs: 2\nname: 'x y'", None),
+    ],
+)
+def test_not_a_name_hint_offers_valid_names_never_the_input_mangled(
+    tmp_path: Path, old: str, new: str, hint: str | None
+) -> None:
+    text = VALID.replace(old, new)
+    if "name: 'x y'" in new:
+        text = text.replace("name: tiny\n", "")
+    [problem] = [p for p in _problem_list(tmp_path, text) if "is not a valid" in p.message]
+    assert "ASCII letters, digits and '_'" in problem.message
+    if hint is None:
+        assert problem.hint is None
+    else:
+        assert problem.hint is not None and problem.hint.startswith(hint)
+    for mangled in ("adam_0_1", "x_1_import_os", "x_y"):
+        assert mangled not in str(problem)
+
+
+def _problem_list(tmp_path: Path, text: str) -> list[Problem]:
+    with pytest.raises(SpecError) as caught:
+        load_spec(_write(tmp_path, text), imports="none")
+    return caught.value.problems

@@ -11,7 +11,14 @@ from __future__ import annotations
 import keyword
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 NAME_PATTERN = r"^[a-z_][a-z0-9_]*$"
@@ -25,6 +32,12 @@ def _not_keyword(value: str) -> str:
     bad = [part for part in parts if keyword.iskeyword(part)]
     if bad:
         raise ValueError(f"{bad[0]!r} is a Python keyword")
+    return value
+
+
+def _not_bool(value: object) -> object:
+    if isinstance(value, bool):  # pydantic's Literal[1] takes `true` (True == 1)
+        raise ValueError("expected 1, got a boolean")
     return value
 
 
@@ -197,7 +210,7 @@ class LogSpec(_Section):
 class Spec(_Section):
     """A whole spec file, version 1."""
 
-    version: Literal[1]
+    version: Annotated[Literal[1], BeforeValidator(_not_bool)]
     name: ModuleName
     seed: int = Field(default=0, ge=0)
     model: ModelSpec

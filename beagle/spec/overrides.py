@@ -21,7 +21,14 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from beagle.spec.loader import Locator, parse_yaml
 from beagle.spec.models import Spec
-from beagle.spec.problems import PathTuple, Problem, abbreviates, closest, format_path
+from beagle.spec.problems import (
+    PathTuple,
+    Problem,
+    abbreviates,
+    closest,
+    format_path,
+    plural,
+)
 from beagle.spec.validate import _is_union, _members, _unwrap, show_value
 
 __all__ = ["apply_overrides", "parse_override", "valid_paths"]
@@ -201,7 +208,7 @@ def _apply(doc: CommentedMap, arg: str, path: PathTuple, value: Any, locator: Lo
                         None,
                         format_path(path),
                         f"index {segment} is out of range: "
-                        f"{format_path(path[:depth])} has {len(node)} items",
+                        f"{format_path(path[:depth])} has {plural(len(node), 'item')}",
                     )
                 )
         if last:

@@ -26,6 +26,7 @@ __all__ = [
     "did_you_mean",
     "format_path",
     "format_problems",
+    "plural",
     "sort_problems",
 ]
 
@@ -102,6 +103,13 @@ def format_path(path: Sequence[str | int]) -> str:
 def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """The candidates closest to `word` (difflib), best first."""
     return difflib.get_close_matches(word, sorted(set(candidates)), n=n, cutoff=0.6)
+
+
+def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
+    """`1 item`, `2 items`, `0 items` (`plural_noun` for irregular words: `1 batch`)."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {plural_noun or noun + 's'}"
 
 
 def _quoted(names: Sequence[str]) -> str:

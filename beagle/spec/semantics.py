@@ -305,7 +305,7 @@ def _check_reference(
             return
         if name not in outputs:
             near = closest(name, outputs, n=1)
-            declared = f"declared outputs: {_quoted(outputs)}"
+            declared = f"declared outputs: {_quoted(dict.fromkeys(outputs))}"
             hint = f"did you mean 'outputs.{near[0]}'? ({declared})" if near else declared
             yield loc.problem(path, f"{show_value(value)} is not a declared model output", hint)
     elif value.startswith("batch."):

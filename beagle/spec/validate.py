@@ -16,6 +16,7 @@ errors are reported as they are (`check_structure` then validates with pydantic 
 
 from __future__ import annotations
 
+import keyword
 import math
 import re
 import types
@@ -26,6 +27,7 @@ import annotated_types
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from beagle import catalog
 from beagle.spec.loader import Locator
 from beagle.spec.models import (
     IDENTIFIER_PATTERN,
@@ -42,6 +44,7 @@ from beagle.spec.problems import (
     choices_hint,
     closest,
     did_you_mean,
+    plural,
 )
 
 __all__ = ["check_structure", "describe_type", "drop_null_mappings", "show_value"]
@@ -78,18 +81,23 @@ _PATTERN_NOUNS = {
 }
 
 
-def _pattern_problem(pattern: str, value: str) -> tuple[str, str | None]:
+def _pattern_problem(
+    pattern: str, value: str, candidates: Sequence[str] = ()
+) -> tuple[str, str | None]:
     """(message, hint) for a string that does not match one of the models' patterns."""
     shown = show_value(value)
     if pattern == IDENTIFIER_PATTERN:
-        hint = _sanitized_hint(value, lower=False)
+        hint = _names_hint(value, candidates)
         return (
             f"{shown} is not a valid name: use ASCII letters, digits and '_', "
             "not starting with a digit",
             hint,
         )
     if pattern == NAME_PATTERN:
-        hint = _sanitized_hint(value, lower=True)
+        lower = value.lower()
+        hint = None
+        if re.fullmatch(NAME_PATTERN, lower) and not keyword.iskeyword(lower):
+            hint = f"did you mean '{lower}'?"
         return (
             f"{shown} is not a valid spec name: use lower-case ASCII letters, digits and '_', "
             "not starting with a digit",
@@ -117,13 +125,33 @@ def _pattern_problem(pattern: str, value: str) -> tuple[str, str | None]:
     return f"{shown} does not match the pattern {pattern}", None
 
 
-def _sanitized_hint(value: str, *, lower: bool) -> str | None:
-    fixed = re.sub(r"[^A-Za-z0-9_]+", "_", value.lower() if lower else value).strip("_")
-    if fixed and fixed[0].isdigit():
-        fixed = "_" + fixed
-    if fixed and fixed != value and len(fixed) <= 64 and fixed.isascii():
-        return f"did you mean '{fixed}'?"
-    return None
+def _names_hint(value: str, candidates: Sequence[str]) -> str | None:
+    """Close valid names for a string that is not a name: by spelling, or the valid names
+    written inside it (`adam(0.1)` -> `adam`); None when there are none to offer (the
+    message says what a name is). The input itself, mangled, is never suggested."""
+    if not candidates:
+        return None
+    near = closest(value, candidates)
+    if not near:
+        pool = set(candidates)
+        words = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", value)
+        near = list(dict.fromkeys(word for word in words if word in pool))[:3]
+    if not near:
+        return None
+    quoted = [f"'{name}'" for name in near]
+    either = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    return f"did you mean {either}?"
+
+
+def _name_candidates(path: PathTuple) -> Sequence[str]:
+    """The catalogue names valid at `path` (the optimizer, schedule, built-in fn), if any."""
+    if path == ("optimizer", "name"):
+        return sorted(catalog.OPTIMIZERS)
+    if path == ("optimizer", "learning_rate", "schedule"):
+        return sorted(catalog.SCHEDULES)
+    if len(path) == 3 and path[0] in ("losses", "metrics") and path[2] == "fn":
+        return sorted(catalog.LOSSES if path[0] == "losses" else catalog.METRICS)
+    return ()
 
 
 def _is_union(tp: Any) -> bool:
@@ -301,7 +329,7 @@ class _Walker:
                     return [self.problem(path, "must not be empty")]
                 if min_length == 1:
                     return [self.problem(path, "needs at least one entry")]
-                return [self.problem(path, f"needs at least {min_length} items")]
+                return [self.problem(path, f"needs at least {plural(min_length, 'item')}")]
             max_length = getattr(item, "max_length", None)
             if isinstance(max_length, int) and len(value) > max_length:
                 return [
@@ -313,7 +341,7 @@ class _Walker:
             pattern = getattr(item, "pattern", None)
             if isinstance(pattern, str) and isinstance(value, str):
                 if re.fullmatch(pattern, value) is None:
-                    message, hint = _pattern_problem(pattern, value)
+                    message, hint = _pattern_problem(pattern, value, _name_candidates(path))
                     return [self.problem(path, message, hint)]
             func: Callable[[Any], Any] | None = getattr(item, "func", None)
             if func is not None:
