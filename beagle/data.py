@@ -320,11 +320,46 @@ def _load_npz(path: str, where: tuple[str, ...]) -> dict[str, np.ndarray]:
     file = Path(path)
     if not file.is_file():
         raise DataError(f"no such file: {path}", where, "paths are relative to the current folder")
+    hint = "write it with numpy.savez or numpy.savez_compressed, one array per key"
+    try:
+        with file.open("rb") as stream:
+            magic = stream.read(4)
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror or error}", where) from None
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # an .npz archive is a zip file
+        what = "a single .npy array" if magic[:2] == b"\x93N" else "not a zip file"
+        raise DataError(
+            f"{path} is not a valid .npz archive of arrays ({what})", where, hint
+        ) from None
+    arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(file, allow_pickle=False) as archive:
-            return {key: np.asarray(archive[key]) for key in archive.files}
-    except (OSError, ValueError) as error:
-        raise DataError(f"cannot read {path} as an .npz archive: {error}", where) from None
+            for key in archive.files:
+                try:
+                    arrays[key] = np.asarray(archive[key])
+                except ValueError as error:
+                    if "allow_pickle" not in str(error):
+                        raise
+                    raise DataError(
+                        f"{path} is not a valid .npz archive of arrays: {key!r} holds "
+                        "Python objects, not numbers",
+                        where,
+                        hint + " of a numeric dtype",
+                    ) from None
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(
+            f"{path} is not a valid .npz archive of arrays: {message}", where, hint
+        ) from None
+    except Exception as error:  # zipfile.BadZipFile and the like
+        raise DataError(
+            f"{path} is not a valid .npz archive of arrays: {type(error).__name__}: {error}",
+            where,
+            hint,
+        ) from None
+    return arrays
 
 
 def npz(

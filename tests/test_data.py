@@ -24,6 +24,7 @@ def test_digits_keys_dtypes_range_and_split() -> None:
     assert batch["label"].shape == (64,) and batch["label"].dtype == np.int32
     assert source.train["image"].min() == 0.0 and source.train["image"].max() == 1.0
     # The split is disjoint and covers the data set.
+    assert source.val is not None
     all_rows = {r.tobytes() for r in np.concatenate([source.train["image"], source.val["image"]])}
     assert len(source.train["image"]) + len(source.val["image"]) == 1797
     assert len(all_rows) > 1700  # a few digits are duplicated in the data set itself
@@ -31,6 +32,7 @@ def test_digits_keys_dtypes_range_and_split() -> None:
 
 def test_split_depends_on_seed_only() -> None:
     a, b, c = data.digits(32, seed=1), data.digits(32, seed=1), data.digits(32, seed=2)
+    assert a.val is not None and b.val is not None and c.val is not None
     assert np.array_equal(a.val["label"], b.val["label"])
     assert not np.array_equal(a.val["image"], c.val["image"])
 
@@ -137,3 +139,20 @@ def test_digits_arrays_equal_scikit_learns_load_digits() -> None:
     reference = load_digits()
     assert images.dtype == np.float32 and labels.dtype == np.int32
     assert np.array_equal(images, reference.images) and np.array_equal(labels, reference.target)
+
+
+def test_npz_that_is_not_an_archive_of_arrays_says_so(tmp_path: Path) -> None:
+    text = tmp_path / "text.npz"
+    text.write_text("hello")
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, a=np.array([{"x": 1}, None], dtype=object))
+    single = tmp_path / "single.npz"
+    with single.open("wb") as stream:
+        np.save(stream, np.ones(3))
+    for path, words in ((text, "not a zip file"), (objects, "'a' holds Python objects"),
+                        (single, "a single .npy array")):  # fmt: skip
+        with pytest.raises(data.DataError) as error:
+            data.npz(8, train=str(path))
+        assert "is not a valid .npz archive of arrays" in error.value.message
+        assert words in error.value.message and "pickled" not in error.value.message
+        assert error.value.field == ("data", "train")
