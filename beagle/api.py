@@ -67,17 +67,42 @@ def generate(
     from beagle.compiler import compile_spec, diff_module, write_module
 
     report = GenerateReport()
+    out = Path(out_dir)
     compiled: list[tuple[LoadedSpec, str]] = []
+    named: dict[str, LoadedSpec] = {}
     for path in paths:
         try:
             loaded = load_spec(path, imports="find")
         except SpecError as error:
             report.problems.extend(error.problems)
             continue
+        first = named.setdefault(loaded.spec.name, loaded)
+        if first is not loaded:
+            report.problems.append(
+                loaded.problem(
+                    ("name",),
+                    f"{first.path} has the same name {loaded.spec.name!r}; both would be "
+                    f"written to {out / (loaded.spec.name + '.py')}",
+                    "give each spec its own name, or generate them into different folders",
+                )
+            )
+            continue
         compiled.append((loaded, compile_spec(loaded.spec, loaded.source_name)))
+    blocking = _blocking_file(out)
+    if blocking is not None:
+        what = "is a file" if blocking == out else f"is inside {blocking}, which is a file"
+        report.problems.append(
+            Problem(
+                f"--out {out_dir}",
+                None,
+                None,
+                "",
+                f"{out} {what}, not a folder",
+                "give --out a folder (it is created when missing)",
+            )
+        )
     if report.problems:
         return report
-    out = Path(out_dir)
     for loaded, text in compiled:
         target = out / f"{loaded.spec.name}.py"
         if check:
@@ -88,6 +113,14 @@ def generate(
         changed = write_module(text, out, loaded.spec.name)
         (report.written if changed else report.unchanged).append(target)
     return report
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The file (not folder) at `path` or at one of its parents, if there is one."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
 
 
 def schema() -> dict[str, Any]:

@@ -188,3 +188,18 @@ def test_multi_host_options_are_refused_plainly_for_now(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "not supported yet" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_gen_refuses_an_out_that_is_a_file_and_two_specs_of_one_name(tmp_path: Path) -> None:
+    spec = ROOT / "specs" / "regression_mlp.yaml"
+    (tmp_path / "a_file").write_text("")
+    result = beagle("gen", "--out", str(tmp_path / "a_file"), str(spec))
+    assert result.returncode == 2, result.stderr
+    assert "a_file is a file, not a folder" in result.stderr and "Traceback" not in result.stderr
+    twin = tmp_path / "twin.yaml"
+    twin.write_text(spec.read_text())
+    result = beagle("gen", "--out", str(tmp_path / "g"), str(spec), str(twin))
+    assert result.returncode == 2, result.stderr
+    assert f"{twin}:" in result.stderr and str(spec) in result.stderr
+    assert "same name 'regression_mlp'" in result.stderr
+    assert not (tmp_path / "g").exists()
