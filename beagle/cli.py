@@ -142,12 +142,11 @@ def run(
             EXIT_INVALID,
         )
     from beagle import api
+    from beagle.runner import RunRefused, print_summary
     from beagle.spec import SpecError
+    from beagle.training import DataExhaustedError, NonFiniteLossError, TrainingInterrupted
 
     try:
-        from beagle.runner import RunRefused, print_summary
-        from beagle.training import NonFiniteLossError, TrainingInterrupted
-
         result = api.run(
             spec,
             set_ or (),
@@ -165,6 +164,15 @@ def run(
         ) from None
     except NonFiniteLossError as error:
         raise _fail([f"{spec}: training failed: {error}"], EXIT_FAILED) from None
+    except DataExhaustedError as error:
+        raise _fail(
+            [
+                f"{spec}: training failed: {error}",
+                "  hint: train.batches_per_epoch and validation.batches must not exceed "
+                "the batches the data gives",
+            ],
+            EXIT_FAILED,
+        ) from None
     except Exception:  # a user model, loss or data function raised: the traceback is theirs
         raise _fail(
             [traceback.format_exc().rstrip(), f"{spec}: training failed"], EXIT_FAILED

@@ -201,7 +201,7 @@ def test_invalid_spec_exits_2_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in bad.stderr
 
 
-def test_user_loss_raising_exits_1_with_its_traceback(tmp_path: Path) -> None:
+def test_user_loss_raising_is_a_trace_problem_at_its_fn(tmp_path: Path) -> None:
     (tmp_path / "userloss.py").write_text(
         textwrap.dedent(
             """\
@@ -214,9 +214,51 @@ def test_user_loss_raising_exits_1_with_its_traceback(tmp_path: Path) -> None:
         SPEC.replace("fn: mse,", "fn: 'userloss:broken',").replace("epochs: 30", "epochs: 1")
     )
     failed = beagle(tmp_path, "run", "spec.yaml", "--no-progress")
+    assert failed.returncode == 2, failed.stderr
+    assert "spec.yaml:15:" in failed.stderr and "losses.mse.fn" in failed.stderr
+    assert "my loss is broken on purpose" in failed.stderr and "userloss.py:2" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+DATA_CODE = """\
+import numpy as np
+
+
+def flaky(batch_size):
+    for i in range(4):
+        if i == 2:
+            raise ValueError("my data went bad on purpose")
+        x = np.ones((batch_size, 8), "float32")
+        yield {"x": x, "y": x.sum(1, keepdims=True)}
+
+
+def short(batch_size):
+    x = np.ones((batch_size, 8), "float32")
+    yield {"x": x, "y": x.sum(1, keepdims=True)}
+"""
+
+
+def test_user_data_raising_exits_1_with_its_traceback(tmp_path: Path) -> None:
+    (tmp_path / "userdata.py").write_text(DATA_CODE)
+    python_data = (
+        SPEC.replace(
+            "  source: synthetic\n  task: regression\n  examples: 1280\n  features: 8\n",
+            "  source: python\n  train: userdata:flaky\n",
+        )
+        .replace("validation: {every: 1}\n", "")
+        .replace("epochs: 30", "epochs: 1, batches_per_epoch: 4")
+    )
+    (tmp_path / "spec.yaml").write_text(python_data)
+    failed = beagle(tmp_path, "run", "spec.yaml", "--no-progress")
     assert failed.returncode == 1, failed.stderr
-    assert "my loss is broken on purpose" in failed.stderr
-    assert "userloss.py" in failed.stderr and "Traceback" in failed.stderr
+    assert "my data went bad on purpose" in failed.stderr
+    assert "userdata.py" in failed.stderr and "Traceback" in failed.stderr
+    (tmp_path / "spec.yaml").write_text(python_data.replace("userdata:flaky", "userdata:short"))
+    short = beagle(tmp_path, "run", "spec.yaml", "--no-progress", "--restart")
+    assert short.returncode == 1, short.stderr
+    assert "training failed" in short.stderr and "gave only 1 of" in short.stderr
+    assert "Traceback" not in short.stderr
 
 
 def test_non_finite_loss_exits_1_naming_epoch_step_and_terms(tmp_path: Path) -> None:

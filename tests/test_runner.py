@@ -351,3 +351,177 @@ def test_csv_and_curves_place_sparse_validations_at_their_epochs(tmp_path: Path)
     console.print(summary_renderable(result))
     text = console.export_text()
     assert "val_loss" in text and "40.0 steps/s" in text and "curves.png" in text
+
+
+REG = """\
+version: 1
+name: reg
+model: {class: beagle.models:MLP, args: {features: [8, 1]}, train_flag: null}
+data: {source: synthetic, task: regression, examples: 128, batch_size: 32}
+optimizer: {name: adam, learning_rate: 2e-3}
+losses:
+  mse: {fn: mse, args: {predictions: outputs.outputs, targets: batch.y}}
+train: {epochs: 2}
+checkpoint: {every: 1}
+log: {plot: false}
+"""
+
+CLS = """\
+version: 1
+name: cls
+model: {class: beagle.models:MLP, args: {features: [8, 3]}, train_flag: null}
+data: {source: synthetic, task: classification, classes: 3, examples: 128, batch_size: 32}
+optimizer: {name: adam, learning_rate: 2e-3}
+losses:
+  ce: {fn: softmax_cross_entropy, args: {logits: outputs.outputs, labels: batch.y}}
+metrics:
+  top: {fn: top_k_accuracy, args: {logits: outputs.outputs, labels: batch.y, k: 5}}
+train: {epochs: 1}
+"""
+
+USER_CODE = """\
+import flax.linen as nn
+
+
+def vector(predictions, targets):
+    return (predictions - targets) ** 2
+
+
+def boom(predictions, targets):
+    raise RuntimeError("boom from a user loss")
+
+
+class NoTrain(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(1)(x)
+"""
+
+
+def _run_problems(loaded: LoadedSpec) -> list[Any]:
+    with pytest.raises(SpecError) as error:
+        run_spec(loaded, restart=False, progress=False)
+    return error.value.problems
+
+
+@pytest.mark.parametrize(
+    ("overrides", "path", "words"),
+    [
+        (("losses.mse.fn=tracemod:vector",), "losses.mse.fn", "must return a scalar"),
+        (("losses.mse.fn=tracemod:boom",), "losses.mse.fn", "boom from a user loss"),
+        (
+            ("model.class=tracemod:NoTrain", "model.args={}", "model.train_flag=train"),
+            "model.train_flag",
+            "train_flag: null",
+        ),
+        (
+            (
+                "metrics.top.fn=top_k_accuracy",
+                "metrics.top.args.logits=outputs.outputs",
+                "metrics.top.args.labels=batch.y",
+                "metrics.top.args.k=1",
+            ),
+            "metrics.top.args.labels",
+            "integer labels",
+        ),
+        (("losses.mse.args.targets=batch.x",), "losses.mse.args.targets", "same shape"),
+    ],
+    ids=["non-scalar-loss", "raising-loss", "train-flag", "top-k-on-regression", "shapes"],
+)
+def test_run_makes_checks_trace_and_writes_nothing_for_what_it_rejects(
+    in_tmp: Path, overrides: tuple[str, ...], path: str, words: str
+) -> None:
+    (in_tmp / "tracemod.py").write_text(USER_CODE)
+    loaded = load(write_spec(in_tmp, REG), *overrides)
+    checked = trace_spec(loaded)
+    problems = _run_problems(loaded)
+    assert [p.path for p in problems] == [p.path for p in checked] == [path]
+    assert words in str(problems[0])
+    assert "losse " not in str(problems[0])
+    assert not (in_tmp / "runs").exists()  # no run folder for a spec that cannot run
+
+
+def test_a_failing_metric_points_at_the_metric(in_tmp: Path) -> None:
+    (problem,) = trace_spec(load(write_spec(in_tmp, CLS)))
+    assert problem.path == "metrics.top.args.k" and "3 classes" in problem.message
+    assert (problem.line, problem.column) == (9, 81)
+    (problem,) = _run_problems(load(write_spec(in_tmp, CLS)))
+    assert problem.path == "metrics.top.args.k"
+
+
+def test_invalid_data_writes_no_run_folder_and_restart_keeps_checkpoints(in_tmp: Path) -> None:
+    spec = write_spec(in_tmp, REG)
+    run_spec(load(spec), restart=False, progress=False)
+    checkpoints = sorted((in_tmp / "runs/reg/checkpoints").iterdir())
+    small_val = ("validation.every=1", "data.val_fraction=0.1", "log.dir=elsewhere")
+    (problem,) = _run_problems(load(spec, *small_val))
+    assert problem.path == "data.batch_size" and "fewer examples" in problem.message
+    assert not (in_tmp / "elsewhere").exists()
+    with pytest.raises(SpecError):  # --restart clears checkpoints only for a usable spec
+        run_spec(load(spec, "losses.mse.args.targets=batch.x"), restart=True, progress=False)
+    assert sorted((in_tmp / "runs/reg/checkpoints").iterdir()) == checkpoints
+
+
+@pytest.mark.parametrize("key", ["log.dir", "checkpoint.dir"])
+def test_output_paths_that_are_files_are_spec_problems(in_tmp: Path, key: str) -> None:
+    (in_tmp / "a_file").write_text("")
+    spec = write_spec(in_tmp, REG)
+    (problem,) = _run_problems(load(spec, f"{key}=a_file"))
+    assert problem.path == key and "a_file is a file" in problem.message
+    (problem,) = _run_problems(load(spec, f"{key}=a_file/below"))
+    assert problem.path == key and "inside a_file" in problem.message
+    in_file = write_spec(in_tmp, REG.replace("log: {plot: false}", "log: {dir: a_file}"), "f.yaml")
+    (problem,) = _run_problems(load(in_file))
+    assert problem.path == "log.dir" and (problem.line, problem.column) == (10, 12)
+
+
+def test_rerun_messages_for_an_extended_and_an_early_stopped_run(
+    in_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = write_spec(in_tmp, REG)
+    run_spec(load(spec, "train.epochs=3"), restart=False, progress=False)
+    notes: list[str] = []
+    result = run_spec(load(spec), restart=False, progress=False, notify=notes.append)
+    assert result.status == "already_complete"
+    assert "has 3 epochs, more than the spec's 2" in notes[0] and "of 2" not in notes[0]
+
+    stopping = (
+        REG.replace("examples: 128", "examples: 640")
+        .replace(
+            "train: {epochs: 2}",
+            "train: {epochs: 20}\nvalidation: {every: 2}\n"
+            "early_stopping: {metric: val_loss, mode: min, patience: 1, min_delta: 100.0}",
+        )
+        .replace(
+            "checkpoint: {every: 1}", "checkpoint: {every: 1, best: {metric: val_loss, mode: min}}"
+        )
+    )
+    es = write_spec(in_tmp, stopping.replace("name: reg", "name: es"), "es.yaml")
+    with caplog.at_level("WARNING"):
+        result = run_spec(load(es), restart=False, progress=False)
+    assert not [r for r in caplog.records if "did not provide metrics" in r.getMessage()]
+    status = "stopped early at epoch 4 (early_stopping on val_loss)"
+    assert result.status == "done" and result.epochs == 4 and result.stopped_early == status
+    assert status in render(result)
+    notes.clear()
+    result = run_spec(load(es), restart=False, progress=False, notify=notes.append)
+    assert result.status == "already_complete" and status in notes[0]
+    assert "train.epochs" not in notes[0] and status in render(result)
+
+
+def render(result: Any) -> str:
+    from rich.console import Console
+
+    from beagle.runner import summary_renderable
+
+    console = Console(width=200, record=True)
+    console.print(summary_renderable(result))
+    return console.export_text()
+
+
+def test_refused_resume_shows_parsed_values(in_tmp: Path) -> None:
+    spec = write_spec(in_tmp, REG)
+    run_spec(load(spec, "train.epochs=1"), restart=False, progress=False)
+    with pytest.raises(RunRefused) as refused:
+        run_spec(load(spec, "optimizer.learning_rate=0.1"), restart=False, progress=False)
+    assert "optimizer.learning_rate: 0.002 -> 0.1" in str(refused.value)

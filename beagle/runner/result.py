@@ -43,6 +43,8 @@ class RunResult:
     files: dict[str, Path] = field(default_factory=dict)  # what -> where
     notes: list[str] = field(default_factory=list)  # what the run said along the way
     state: Any = None  # the final TrainState (None when already complete)
+    # `stopped early at epoch N (early_stopping on <metric>)` when early stopping ended it
+    stopped_early: str | None = None
 
     @property
     def steps_per_s(self) -> float:

@@ -1,7 +1,8 @@
 """Resume, restart and refusal: what a run does with the checkpoints it finds.
 
 - No checkpoint: start fresh.
-- `--restart`: remove the `checkpoint_<step>` folders in `checkpoint.dir`, start fresh.
+- `--restart`: start fresh; `run_spec` removes the `checkpoint_<step>` folders in
+  `checkpoint.dir` (`clear_checkpoints`) once wiring and the trace have succeeded.
 - A checkpoint written by a different generated module: refuse (`RunRefused`, exit 2),
   naming the spec keys that changed (from the spec text recorded in the checkpoint).
 - A finished checkpoint whose run needs no more epochs: already complete.
@@ -16,8 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from beagle.runner.result import RunRefused
 
@@ -74,9 +73,13 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _parse(text: str) -> dict[str, Any]:
+    """The spec's values by dotted key, parsed as beagle parses them (YAML 1.2: `2e-3` is a
+    number)."""
+    from ruamel.yaml import YAML, YAMLError
+
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
+        data = YAML(typ="safe", pure=True).load(text)
+    except YAMLError:
         return {}
     return _flatten(data) if isinstance(data, Mapping) else {}
 
@@ -157,8 +160,7 @@ def plan_resume(
     """Decide between a fresh start, a resume, a refusal and "already complete"."""
     if checkpoint_dir is None:
         return ResumePlan(None, None, False)
-    if restart:
-        clear_checkpoints(checkpoint_dir)
+    if restart:  # the caller clears the checkpoints once the spec proves usable
         return ResumePlan(None, None, False)
     from beagle.training import checkpoint_info, latest_checkpoint
 

@@ -15,16 +15,18 @@ through the `notify` callback.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from beagle import __version__
 from beagle.runner.artifacts import RunFolder, TensorBoardLog, higher_is_better
 from beagle.runner.result import Best, RunRefused, RunResult
-from beagle.spec import LoadedSpec
+from beagle.spec import LoadedSpec, Problem, SpecError
 
 
 def _log_dir(loaded: LoadedSpec) -> Path:
@@ -121,6 +123,7 @@ def run_spec(
     val_every = spec.validation.every if spec.validation is not None else 1
     folder = RunFolder(log_dir, spec.name, val_every=val_every)
     checkpoint_dir = _checkpoint_dir(loaded, log_dir)
+    _check_output_paths(loaded, log_dir, checkpoint_dir)
 
     plan = resume.plan_resume(
         checkpoint_dir,
@@ -137,17 +140,32 @@ def run_spec(
     if plan.complete:
         assert plan.info is not None and plan.checkpoint is not None
         history = {k: [float(v) for v in vs] for k, vs in dict(plan.info.history).items()}
-        folder.create()
+        _create(loaded, folder)
         if not folder.history_file.is_file() or not folder.metrics_file.is_file():
             folder.write_history(history)
         if spec.log is None or spec.log.plot:
             if not folder.curves_file.is_file():
                 folder.write_curves(history, spec.name, maximise)
-        note = (
-            f"{spec.name} is already complete: {plan.checkpoint} finished epoch "
-            f"{plan.info.epoch} of {spec.train.epochs}; nothing to train "
-            "(--restart starts over, --set train.epochs=N extends it)"
-        )
+        epochs_done = int(plan.info.epoch)
+        stopped = _stopped_early(loaded, epochs_done) if plan.info.stopped_early else None
+        if stopped is not None:
+            note = (
+                f"{spec.name} is already complete: it {stopped} ({plan.checkpoint}); "
+                "nothing to train (--restart starts over)"
+            )
+        elif epochs_done > spec.train.epochs:
+            note = (
+                f"{spec.name} is already complete: {plan.checkpoint} has {epochs_done} "
+                f"epochs, more than the spec's {spec.train.epochs}; nothing to train "
+                "(--restart starts over, --set train.epochs=N with N above "
+                f"{epochs_done} extends it)"
+            )
+        else:
+            note = (
+                f"{spec.name} is already complete: {plan.checkpoint} finished epoch "
+                f"{epochs_done} of {spec.train.epochs}; nothing to train "
+                "(--restart starts over, --set train.epochs=N extends it)"
+            )
         notify(note)
         final, best = _final_and_best(loaded, history, val_every)
         files.update(_existing_files(folder, checkpoint_dir))
@@ -161,12 +179,21 @@ def run_spec(
             wall_time_s=time.perf_counter() - started,
             train_time_s=0.0,
             steps=0,
-            epochs=int(plan.info.epoch),
+            epochs=epochs_done,
             checkpoint_dir=checkpoint_dir,
             resumed_from=None,
             files=files,
             notes=[note],
+            stopped_early=stopped,
         )
+
+    # Wire and trace before anything is written: an unusable spec leaves no run folder and
+    # keeps its checkpoints, even with --restart. The module is the text written below; its
+    # functions carry the run folder's file name, as if imported from there.
+    module = wiring.import_module_from_text(
+        module_text, f"_beagle_run_{spec.name}", str(folder.module_file)
+    )
+    wired = wiring.wire(loaded, module)
 
     if plan.resuming:
         assert plan.info is not None
@@ -177,11 +204,11 @@ def run_spec(
         notes.append(note)
         notify(note)
     else:
-        folder.create()
+        if restart and checkpoint_dir is not None:
+            resume.clear_checkpoints(checkpoint_dir)
         folder.clear_outputs()
+    _create(loaded, folder)
     folder.write_sources(loaded.text, module_text)
-    module = wiring.import_module_from_file(folder.module_file, f"_beagle_run_{spec.name}")
-    wired = wiring.wire(loaded, module)
     start_step = int(plan.info.step) if plan.resuming and plan.info is not None else 0
     start_epoch = int(plan.info.epoch) if plan.resuming and plan.info is not None else 0
 
@@ -221,7 +248,11 @@ def run_spec(
     final, best = _final_and_best(loaded, history, val_every)
     files.update(_existing_files(folder, checkpoint_dir))
     epochs = max((len(v) for k, v in history.items() if k.startswith("train_")), default=0)
+    stopped = _stopped_early(loaded, epochs) if epochs < spec.train.epochs else None
+    if stopped is not None:
+        notes.append(f"{spec.name} {stopped}")
     return RunResult(
+        stopped_early=stopped,
         status="done",
         name=spec.name,
         run_dir=folder.path,
@@ -238,6 +269,60 @@ def run_spec(
         notes=notes,
         state=final_state,
     )
+
+
+def _stopped_early(loaded: LoadedSpec, epoch: int) -> str | None:
+    """`stopped early at epoch N (early_stopping on <metric>)`, or None without early stopping."""
+    stopping = loaded.spec.early_stopping
+    if stopping is None:
+        return None
+    return f"stopped early at epoch {epoch} (early_stopping on {stopping.metric})"
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The file (not folder) at `path` or at one of its parents, if there is one."""
+    for candidate in (path, *path.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def _check_output_paths(loaded: LoadedSpec, log_dir: Path, checkpoint_dir: Path | None) -> None:
+    """`log.dir` and `checkpoint.dir` can be folders: no file stands in their way."""
+    problems: list[Problem] = []
+    for where, path in ((("log", "dir"), log_dir), (("checkpoint", "dir"), checkpoint_dir)):
+        if path is None or (problems and path.is_relative_to(log_dir)):
+            continue  # the default checkpoint.dir is inside log.dir, already reported
+        blocking = _blocking_file(path)
+        if blocking is None:
+            continue
+        what = "is a file" if blocking == path else f"is inside {blocking}, which is a file"
+        problems.append(
+            loaded.problem(
+                where,
+                f"{path} {what}, not a folder",
+                f"set {'.'.join(where)} to a folder (it is created when missing)",
+            )
+        )
+    if problems:
+        raise SpecError(problems)
+
+
+def _create(loaded: LoadedSpec, folder: RunFolder) -> None:
+    """Create the run folder, or raise a `SpecError` at `log.dir` saying why it cannot be."""
+    try:
+        folder.create()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise SpecError(
+            [
+                loaded.problem(
+                    ("log", "dir"),
+                    f"cannot create the run folder {folder.path}: {reason}",
+                    "set log.dir to a folder you can write to",
+                )
+            ]
+        ) from None
 
 
 def _existing_files(folder: RunFolder, checkpoint_dir: Path | None) -> dict[str, Path]:
@@ -301,6 +386,41 @@ def _train(
         options["steps_per_call"] = spec.train.steps_per_call
     if spec.train.nan != "stop":
         options["nan_mode"] = spec.train.nan
+    with _quiet_orbax_untracked_metric():
+        return _call_train_loop(train_loop, wired, spec, data, progress, on_epoch_end, options)
+
+
+class _DropUntrackedMetric(logging.Filter):
+    """Drops orbax's `Requested tracked_metric; did not provide metrics.` warning.
+
+    The best checkpoint follows a `val_` metric; with `validation.every` above 1, an epoch
+    without validation saves a checkpoint without it, which is expected, not a problem.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_orbax_untracked_metric() -> Iterator[None]:
+    logger = logging.getLogger("absl")
+    drop = _DropUntrackedMetric()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def _call_train_loop(
+    train_loop: Any,
+    wired: Any,
+    spec: Any,
+    data: Any,
+    progress: bool,
+    on_epoch_end: Any,
+    options: dict[str, Any],
+) -> tuple[Any, dict[str, list[float]]]:
     final_state, history = train_loop(
         state=wired.state,
         train_step_fn=wired.module.train_step,

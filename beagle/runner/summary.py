@@ -34,7 +34,12 @@ def summary_renderable(result: RunResult) -> Panel:
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
-    state = "done" if result.status == "done" else "already complete: nothing to train"
+    if result.status == "done":
+        state = result.stopped_early or "done"
+    elif result.stopped_early:
+        state = f"already complete: {result.stopped_early}; nothing to train"
+    else:
+        state = "already complete: nothing to train"
     facts.add_row("status", state)
     facts.add_row("epochs", str(result.epochs))
     if result.status == "done":

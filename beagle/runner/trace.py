@@ -9,7 +9,14 @@ It goes in stages so that a failure points at the spec entry involved:
 3. what the model returns matches `model.outputs` (one array, a tuple, a dict);
 4. the arguments of built-in losses and metrics have shapes that fit each other (the
    `args` entry to change);
-5. `train_step` and `val_step` trace (anything else, e.g. a user function that raises).
+5. each loss term and metric traces on its own and gives a scalar (the `losses.<term>` or
+   `metrics.<name>` entry: a user function that raises or returns an array, a built-in
+   that cannot run on these arguments);
+6. `train_step` and `val_step` trace (anything else).
+
+`beagle run` makes the same checks (`check_model_call`, `check_batch_keys`, `init_problem`
+and `check_traced`) on the model, data and state it builds anyway, so it traces nothing
+twice.
 """
 
 from __future__ import annotations
@@ -21,7 +28,15 @@ from beagle.catalog import LOSSES, METRICS
 from beagle.spec import LoadedSpec, Problem, SpecError
 from beagle.spec.problems import did_you_mean
 
-__all__ = ["trace_spec"]
+__all__ = [
+    "check_batch_keys",
+    "check_model_call",
+    "check_traced",
+    "init_problem",
+    "trace_spec",
+]
+
+_KIND = {"losses": "loss", "metrics": "metric"}
 
 # Built-ins whose two arguments must have the same shape, and those taking integer labels.
 _SAME_SHAPE = {"mse", "mae", "huber", "softmax_cross_entropy_onehot",
@@ -51,7 +66,7 @@ def _batch_references(loaded: LoadedSpec) -> list[tuple[tuple[str | int, ...], s
     return refs
 
 
-def _check_batch_keys(loaded: LoadedSpec, batch: Mapping[str, Any]) -> list[Problem]:
+def check_batch_keys(loaded: LoadedSpec, batch: Mapping[str, Any]) -> list[Problem]:
     problems = []
     for where, ref in _batch_references(loaded):
         if ref.startswith("batch."):
@@ -164,7 +179,7 @@ def _check_term_shapes(
                     problems.append(
                         loaded.problem(
                             where,
-                            f"{section[:-1]} {name!r}: {first} ({term.args[first]}) has shape "
+                            f"{_KIND[section]} {name!r}: {first} ({term.args[first]}) has shape "
                             f"{tuple(a.shape)} but {second} ({term.args[second]}) has shape "
                             f"{tuple(b.shape)}; {term.fn} needs the same shape",
                         )
@@ -174,7 +189,7 @@ def _check_term_shapes(
                         problems.append(
                             loaded.problem(
                                 where,
-                                f"{section[:-1]} {name!r}: {second} ({term.args[second]}) has "
+                                f"{_KIND[section]} {name!r}: {second} ({term.args[second]}) has "
                                 f"shape {tuple(b.shape)} but {first} ({term.args[first]}) has "
                                 f"shape {tuple(a.shape)}; {term.fn} needs integer labels of "
                                 f"shape {tuple(a.shape[:-1])}",
@@ -187,7 +202,7 @@ def _check_term_shapes(
                         problems.append(
                             loaded.problem(
                                 where,
-                                f"{section[:-1]} {name!r}: {term.fn} needs integer labels, "
+                                f"{_KIND[section]} {name!r}: {term.fn} needs integer labels, "
                                 f"but {term.args[second]} is {b.dtype}",
                             )
                         )
@@ -201,6 +216,224 @@ def _term_in_message(loaded: LoadedSpec, message: str) -> tuple[str | int, ...] 
             if f"{section}.{name}" in message or f"'{name}'" in message or f" {name}:" in message:
                 return (section, name)
     return None
+
+
+def _check_top_k(
+    loaded: LoadedSpec, outputs: Mapping[str, Any], batch: Mapping[str, Any]
+) -> list[Problem]:
+    """`top_k_accuracy`'s `k` is at most the number of classes its logits have."""
+    problems = []
+    for name, term in loaded.spec.metrics.items():
+        k, ref = term.args.get("k"), term.args.get("logits")
+        if term.fn != "top_k_accuracy" or not isinstance(k, int) or not isinstance(ref, str):
+            continue
+        kind, _, key = ref.partition(".")
+        logits = (outputs if kind == "outputs" else batch).get(key)
+        if logits is None or not logits.shape:
+            continue
+        classes = int(logits.shape[-1])
+        if k > classes:
+            problems.append(
+                loaded.problem(
+                    ("metrics", name, "args", "k"),
+                    f"metric {name!r}: k={k} is more than the {classes} classes of the logits "
+                    f"({ref}, shape {tuple(logits.shape)})",
+                    f"use a k of at most {classes}",
+                )
+            )
+    return problems
+
+
+def _user_frame(error: BaseException) -> str | None:
+    """`file:line` of the innermost frame of `error`'s traceback outside jax and beagle."""
+    import traceback
+
+    where = None
+    for frame in traceback.extract_tb(error.__traceback__):
+        parts = frame.filename.replace("\\", "/").split("/")
+        if any(part in ("jax", "jaxlib", "beagle", "flax", "optax") for part in parts):
+            continue
+        if frame.filename.startswith("<"):
+            continue
+        where = f"{frame.filename}:{frame.lineno}"
+    return where
+
+
+def _describe(value: Any) -> str:
+    import jax
+
+    if isinstance(value, jax.ShapeDtypeStruct):
+        return f"an array of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
+
+
+def _check_terms(
+    loaded: LoadedSpec,
+    module: Any,
+    outputs: Mapping[str, Any],
+    batch: Mapping[str, Any],
+    params: Any,
+) -> list[Problem]:
+    """Trace every loss term and metric on its own, as the generated module computes it."""
+    import ast
+
+    import jax
+
+    from beagle.compiler import lower
+
+    spec = loaded.spec
+    ir = lower(spec, loaded.source_name)
+    problems = []
+    for section, term_irs, terms in (
+        ("losses", ir.losses.terms, spec.losses),
+        ("metrics", ir.metrics, spec.metrics),
+    ):
+        kind = _KIND[section]
+        for term_ir in term_irs:
+            name = ast.literal_eval(term_ir.key)
+            term = terms[name]
+            body = [*term_ir.shape_checks, f"return {term_ir.expr}"]
+            source = "def _term(outputs, batch, params):\n" + "".join(
+                f"    {line}\n" for line in body
+            )
+            namespace = dict(vars(module))
+            exec(compile(source, f"<beagle trace: {section}.{name}>", "exec"), namespace)
+            user = ":" in term.fn
+            try:
+                result = jax.eval_shape(namespace["_term"], outputs, batch, params)
+            except Exception as error:
+                frame = _user_frame(error) if user else None
+                problems.append(
+                    loaded.problem(
+                        (section, name, "fn") if user else (section, name),
+                        f"{kind} {name!r}: {term.fn} raised {_first_line(error)}"
+                        if user
+                        else f"{kind} {name!r}: {term.fn} cannot run on these arguments: "
+                        f"{_first_line(error)}",
+                        f"raised at {frame}" if frame else None,
+                    )
+                )
+                continue
+            if not (isinstance(result, jax.ShapeDtypeStruct) and result.shape == ()):
+                problems.append(
+                    loaded.problem(
+                        (section, name, "fn"),
+                        f"{kind} {name!r}: {term.fn} must return a scalar, but it returns "
+                        f"{_describe(result)}",
+                        "reduce it over the batch, e.g. with .mean()",
+                    )
+                )
+    return problems
+
+
+def check_model_call(loaded: LoadedSpec, model: Any) -> list[Problem]:
+    """The model's `__call__` takes the `train_flag` keyword the spec passes it."""
+    import inspect
+
+    flag = loaded.spec.model.train_flag
+    if not flag:
+        return []
+    try:
+        parameters = inspect.signature(type(model).__call__).parameters
+    except (TypeError, ValueError):  # pragma: no cover - not introspectable: let it run
+        return []
+    if flag in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    ):
+        return []
+    return [_train_flag_problem(loaded, model, [n for n in parameters if n != "self"])]
+
+
+def _train_flag_problem(loaded: LoadedSpec, model: Any, takes: list[str]) -> Problem:
+    flag = loaded.spec.model.train_flag
+    return loaded.problem(
+        ("model", "train_flag"),
+        f"the model ({type(model).__name__}) is called with {flag}=True/False, but its "
+        f"__call__ takes no {flag!r} keyword"
+        + (f" (it takes: {', '.join(takes)})" if takes else ""),
+        "set model.train_flag: null for a model without a train/eval switch, or to the "
+        "name of the keyword that switches it",
+    )
+
+
+def init_problem(loaded: LoadedSpec, model: Any, inputs: list[Any], error: Exception) -> Problem:
+    """The problem of a model that cannot be initialised on the batch's inputs."""
+    flag = loaded.spec.model.train_flag
+    if flag and isinstance(error, TypeError) and f"keyword argument '{flag}'" in str(error):
+        return _train_flag_problem(loaded, model, [])
+    shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
+    return loaded.problem(
+        ("model", "input"),
+        f"the model cannot be initialised on inputs of shape {shapes}: {_first_line(error)}",
+    )
+
+
+def check_traced(
+    loaded: LoadedSpec,
+    module: Any,
+    model: Any,
+    batch: Mapping[str, Any],
+    variables: Any,
+    state: Any,
+    rngs: Mapping[str, Any],
+    loop_key: Any,
+) -> list[Problem]:
+    """Stages 3 to 6 on initialised `variables` and `state` (arrays or their shapes).
+
+    Raises `SpecError` for a problem that stops the trace (the model's return value does
+    not match `model.outputs`); returns the others.
+    """
+    import jax
+
+    from beagle.runner import wiring
+
+    spec = loaded.spec
+    batch = {key: jax.ShapeDtypeStruct(v.shape, v.dtype) for key, v in batch.items()}
+    inputs = wiring.model_inputs(loaded, batch)
+    mutable = ["batch_stats"] if spec.model.batch_norm else False
+    step_rngs = {name: rngs[name] for name in spec.model.rngs}
+    try:
+        applied = jax.eval_shape(
+            lambda v, xs: model.apply(
+                v, *xs, **wiring.model_kwargs(loaded, train=True), mutable=mutable, rngs=step_rngs
+            ),
+            variables,
+            inputs,
+        )
+    except Exception as error:
+        return [
+            loaded.problem(
+                ("model", "input"), f"the model fails in training mode: {_first_line(error)}"
+            )
+        ]
+    result = applied[0] if mutable else applied
+    outputs = _named_outputs(loaded, result)
+    problems = _check_term_shapes(loaded, outputs, batch) + _check_top_k(loaded, outputs, batch)
+    if problems:
+        return problems
+    problems = _check_terms(loaded, module, outputs, batch, variables["params"])
+    if problems:
+        return problems
+    k = spec.train.steps_per_call
+    for step_name in ("train_step", "val_step"):
+        fn = getattr(module, step_name)
+        if step_name == "train_step" and k > 1:
+            step_batch: Any = {
+                key: jax.ShapeDtypeStruct((k, *v.shape), v.dtype) for key, v in batch.items()
+            }
+            keys = jax.eval_shape(lambda key: jax.random.split(key, k), loop_key)
+        else:
+            step_batch, keys = batch, jax.eval_shape(lambda key: key, loop_key)
+        try:
+            jax.eval_shape(fn, state, step_batch, keys)
+        except SpecError:
+            raise
+        except Exception as error:
+            message = _first_line(error)
+            where = _term_in_message(loaded, str(error)) or ("losses",)
+            problems.append(loaded.problem(where, f"tracing {step_name} failed: {message}"))
+            break
+    return problems
 
 
 def trace_spec(loaded: LoadedSpec) -> list[Problem]:
@@ -225,14 +458,16 @@ def _trace(loaded: LoadedSpec) -> list[Problem]:
     )
     plan = wiring.plan_data(loaded)
     batch = {key: jax.ShapeDtypeStruct(v.shape, v.dtype) for key, v in plan.sample.items()}
-    problems = _check_batch_keys(loaded, batch)
+    problems = check_batch_keys(loaded, batch)
     if problems:
         return problems
     model = wiring.build_model(loaded)
+    problems = check_model_call(loaded, model)
+    if problems:
+        return problems
     init_key, loop_key = wiring.root_keys(spec.seed)
     inputs = wiring.model_inputs(loaded, batch)
     rngs = wiring.init_rngs(loaded, init_key)
-    input_where: tuple[str | int, ...] = ("model", "input")
     try:
         variables = jax.eval_shape(
             lambda r, xs: model.init(r, *xs, **wiring.model_kwargs(loaded, train=False)),
@@ -240,34 +475,8 @@ def _trace(loaded: LoadedSpec) -> list[Problem]:
             inputs,
         )
     except Exception as error:  # the model cannot run on these inputs
-        shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
-        return [
-            loaded.problem(
-                input_where,
-                f"the model cannot be initialised on inputs of shape {shapes}: "
-                f"{_first_line(error)}",
-            )
-        ]
+        return [init_problem(loaded, model, inputs, error)]
     wiring.check_collections(loaded, variables)
-    mutable = ["batch_stats"] if spec.model.batch_norm else False
-    step_rngs = {name: rngs[name] for name in spec.model.rngs}
-    try:
-        applied = jax.eval_shape(
-            lambda v, xs: model.apply(
-                v, *xs, **wiring.model_kwargs(loaded, train=True), mutable=mutable, rngs=step_rngs
-            ),
-            variables,
-            inputs,
-        )
-    except Exception as error:
-        return [
-            loaded.problem(input_where, f"the model fails in training mode: {_first_line(error)}")
-        ]
-    result = applied[0] if mutable else applied
-    outputs = _named_outputs(loaded, result)
-    problems = _check_term_shapes(loaded, outputs, batch)
-    if problems:
-        return problems
     extra = {"batch_stats": variables["batch_stats"]} if spec.model.batch_norm else {}
     state = jax.eval_shape(
         lambda v, e: TrainState.create(
@@ -276,23 +485,4 @@ def _trace(loaded: LoadedSpec) -> list[Problem]:
         variables,
         extra,
     )
-    k = spec.train.steps_per_call
-    for step_name in ("train_step", "val_step"):
-        fn = getattr(module, step_name)
-        if step_name == "train_step" and k > 1:
-            step_batch: Any = {
-                key: jax.ShapeDtypeStruct((k, *v.shape), v.dtype) for key, v in batch.items()
-            }
-            keys = jax.eval_shape(lambda key: jax.random.split(key, k), loop_key)
-        else:
-            step_batch, keys = batch, jax.eval_shape(lambda key: key, loop_key)
-        try:
-            jax.eval_shape(fn, state, step_batch, keys)
-        except SpecError:
-            raise
-        except Exception as error:
-            message = _first_line(error)
-            where = _term_in_message(loaded, str(error)) or ("losses",)
-            problems.append(loaded.problem(where, f"tracing {step_name} failed: {message}"))
-            break
-    return problems
+    return check_traced(loaded, module, model, batch, variables, state, rngs, loop_key)

@@ -364,10 +364,34 @@ def root_keys(seed: int) -> tuple[Any, Any]:
 
 
 def wire(loaded: LoadedSpec, module: Any) -> Wired:
-    """Build data, model and state for `module` (the imported generated module)."""
+    """Build data, model and state for `module` (the imported generated module).
+
+    On the way it makes `beagle check`'s trace (`beagle.runner.trace`) on the real model,
+    batch and state, so a spec that `check` rejects raises the same `SpecError` here.
+    """
+    from beagle.runner import trace
+
     plan = plan_data(loaded)
+    problems = trace.check_batch_keys(loaded, plan.sample)
+    if problems:
+        raise SpecError(problems)
     model = build_model(loaded)
+    problems = trace.check_model_call(loaded, model)
+    if problems:
+        raise SpecError(problems)
     init_key, loop_key = root_keys(loaded.spec.seed)
-    variables = init_variables(loaded, model, plan.sample, init_key)
+    try:
+        variables = init_variables(loaded, model, plan.sample, init_key)
+    except SpecError:
+        raise
+    except Exception as error:  # the model cannot run on these inputs
+        inputs = model_inputs(loaded, plan.sample)
+        raise SpecError([trace.init_problem(loaded, model, inputs, error)]) from None
     state = build_state(loaded, model, variables, module)
+    rngs = init_rngs(loaded, init_key)
+    problems = trace.check_traced(
+        loaded, module, model, plan.sample, variables, state, rngs, loop_key
+    )
+    if problems:
+        raise SpecError(problems)
     return Wired(module, model, state, plan, loop_key)
