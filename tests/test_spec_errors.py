@@ -506,3 +506,32 @@ def _problem_list(tmp_path: Path, text: str) -> list[Problem]:
     with pytest.raises(SpecError) as caught:
         load_spec(_write(tmp_path, text), imports="none")
     return caught.value.problems
+
+
+def test_missing_npz_file_is_reported_with_the_other_problems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder.npz").mkdir()
+    (tmp_path / "there.npz").write_bytes(b"PK\x03\x04")
+    text = VALID.replace(
+        "  source: synthetic\n  task: regression\n",
+        "  source: npz\n  train: missing.npz\n  val: folder.npz\n  colour: red\n",
+    )
+    path = _write(tmp_path, text)
+    lines = [(p.line, p.message) for p in _problem_list_import(path)]
+    assert lines == [
+        (9, "no such file: 'missing.npz'"),
+        (10, "'folder.npz' is a folder, not an .npz file"),
+        (11, "unknown key 'colour'"),
+    ]
+    fixed = text.replace("  colour: red\n", "").replace("folder.npz", "there.npz")
+    load_spec(_write(tmp_path, fixed), imports="find")  # gen reads no data files
+    fixed = fixed.replace("missing.npz", "there.npz")
+    assert load_spec(_write(tmp_path, fixed), imports="import").spec.data.source == "npz"
+
+
+def _problem_list_import(path: Path) -> list[Problem]:
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, imports="import")
+    return caught.value.problems

@@ -36,7 +36,13 @@ from beagle.spec.loader import Locator
 from beagle.spec.models import IMPORT_PATH_PATTERN
 from beagle.spec.problems import PathTuple, Problem, closest, did_you_mean
 
-__all__ = ["ImportTarget", "check_imports", "import_targets", "module_can_be_found"]
+__all__ = [
+    "ImportTarget",
+    "check_data_files",
+    "check_imports",
+    "import_targets",
+    "module_can_be_found",
+]
 
 ImportMode = Literal["find", "import"]
 
@@ -255,6 +261,37 @@ def check_imports(doc: dict[str, Any], locator: Locator, mode: ImportMode) -> li
             problems.extend(_check_target(target, locator, mode))
     if mode == "import":
         problems.extend(_check_optax(doc, locator))
+        problems.extend(check_data_files(doc, locator))
+    return problems
+
+
+def check_data_files(doc: dict[str, Any], locator: Locator) -> list[Problem]:
+    """With `imports="import"` (`check`, `run`): each `npz` data file exists and is a file.
+
+    Only existence: what the archive holds is read when the data is loaded. Paths are
+    relative to the current folder, as `beagle.data` opens them.
+    """
+    data = doc.get("data")
+    if not isinstance(data, dict) or data.get("source") != "npz":
+        return []
+    problems: list[Problem] = []
+    for key in ("train", "val"):
+        value = data.get(key)
+        if not isinstance(value, str) or not value or len(value) > 4096 or "\0" in value:
+            continue  # absent or malformed: a structural problem already says so
+        file = os.path.join(os.getcwd(), value)
+        if os.path.isdir(file):
+            problems.append(
+                locator.problem(("data", key), f"{value!r} is a folder, not an .npz file")
+            )
+        elif not os.path.isfile(file):
+            problems.append(
+                locator.problem(
+                    ("data", key),
+                    f"no such file: {value!r}",
+                    "paths are relative to the current folder",
+                )
+            )
     return problems
 
 
