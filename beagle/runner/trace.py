@@ -26,7 +26,7 @@ from typing import Any
 
 from beagle.catalog import LOSSES, METRICS
 from beagle.spec import LoadedSpec, Problem, SpecError
-from beagle.spec.problems import did_you_mean
+from beagle.spec.problems import did_you_mean, plural
 
 __all__ = [
     "check_batch_keys",
@@ -116,8 +116,8 @@ def _named_outputs(loaded: LoadedSpec, result: Any) -> dict[str, Any]:
                 [
                     loaded.problem(
                         where,
-                        f"{len(declared)} outputs are named but the model "
-                        f"returns {describe(result)}",
+                        f"{plural(len(declared), 'output is', 'outputs are')} named but "
+                        f"the model returns {describe(result)}",
                     )
                 ]
             )

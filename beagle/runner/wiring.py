@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from beagle.spec import LoadedSpec, SpecError
-from beagle.spec.problems import did_you_mean
+from beagle.spec.problems import did_you_mean, plural
 
 __all__ = [
     "DataPlan",
@@ -272,7 +272,7 @@ def plan_data(loaded: LoadedSpec) -> DataPlan:
             raise _problem(
                 loaded,
                 ("train", "batches_per_epoch"),
-                f"{per_epoch} is more than the {available} batches of "
+                f"{per_epoch} is more than the {plural(available, 'batch', 'batches')} of "
                 f"{spec.data.batch_size} the training data holds",
                 f"use at most {available}, or leave it out to use them all",
             )
@@ -330,7 +330,8 @@ def plan_data(loaded: LoadedSpec) -> DataPlan:
             raise _problem(
                 loaded,
                 ("validation", "batches"),
-                f"{val_batches} is more than the {known} batches the validation data holds",
+                f"{val_batches} is more than the {plural(known, 'batch', 'batches')} "
+                "the validation data holds",
                 f"use at most {known}",
             )
         if val_batches == 0:
