@@ -35,6 +35,7 @@ class GenerateReport:
     written: list[Path] = field(default_factory=list)  # modules whose content changed
     unchanged: list[Path] = field(default_factory=list)
     diffs: list[str] = field(default_factory=list)  # with check=True: one per stale module
+    stale_specs: list[Path] = field(default_factory=list)  # the specs of those modules
 
     @property
     def stale(self) -> bool:
@@ -109,6 +110,7 @@ def generate(
             diff = diff_module(text, out, loaded.spec.name)
             if diff is not None:
                 report.diffs.append(diff)
+                report.stale_specs.append(loaded.path)
             continue
         changed = write_module(text, out, loaded.spec.name)
         (report.written if changed else report.unchanged).append(target)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -31,7 +33,9 @@ EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_INTERRUPTED = 3
 
-SpecPaths = Annotated[list[Path], typer.Argument(help="Spec files.", show_default=False)]
+SpecPaths = Annotated[
+    list[Path], typer.Argument(metavar="SPEC", help="Spec files.", show_default=False)
+]
 
 
 def _fail(lines: list[str], code: int) -> typer.Exit:
@@ -97,7 +101,7 @@ def gen(
                 typer.echo(diff, nl=not diff.endswith("\n"))
             typer.echo(
                 f"{len(report.diffs)} module(s) out of date: run `beagle gen "
-                + " ".join(str(spec) for spec in specs)
+                + " ".join(str(spec) for spec in report.stale_specs)
                 + (f" --out {out}`" if out != Path("generated") else "`"),
                 err=True,
             )
@@ -112,7 +116,7 @@ def gen(
 
 @app.command()
 def run(
-    spec: Annotated[Path, typer.Argument(help="Spec file.", show_default=False)],
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Spec file.", show_default=False)],
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", metavar="KEY=VALUE", help="Override a key by its dotted path."),
@@ -120,7 +124,10 @@ def run(
     restart: Annotated[
         bool, typer.Option("--restart", help="Start over, replacing the checkpoints.")
     ] = False,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+    no_progress: Annotated[
+        bool,
+        typer.Option("--no-progress", help="No progress bars or epoch lines: only the summary."),
+    ] = False,
     coordinator: Annotated[
         str | None,
         typer.Option("--coordinator", metavar="HOST:PORT", help="(later) Multi-host runs."),
@@ -141,6 +148,28 @@ def run(
             ],
             EXIT_INVALID,
         )
+    # Outside train_loop (which saves first), SIGTERM ends the command like Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        _run(spec, set_ or (), restart=restart, progress=not no_progress)
+    except KeyboardInterrupt:
+        raise _fail(
+            [
+                f"{spec}: interrupted outside training; checkpoints already written are kept",
+                "re-run the same command to continue",
+            ],
+            EXIT_INTERRUPTED,
+        ) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(spec: Path, overrides: list[str] | tuple[()], *, restart: bool, progress: bool) -> None:
+    """`beagle run`'s work, its exceptions turned into messages and exit codes."""
     from beagle import api
     from beagle.runner import RunRefused, print_summary
     from beagle.spec import SpecError
@@ -149,9 +178,9 @@ def run(
     try:
         result = api.run(
             spec,
-            set_ or (),
+            overrides,
             restart=restart,
-            progress=not no_progress,
+            progress=progress,
             notify=lambda message: typer.echo(message, err=True),
         )
     except SpecError as error:
@@ -159,9 +188,12 @@ def run(
     except RunRefused as error:
         raise _fail([f"{spec}: {error}"], EXIT_INVALID) from None
     except TrainingInterrupted as error:
-        raise _fail(
-            [f"{spec}: {error}", "re-run the same command to continue"], EXIT_INTERRUPTED
-        ) from None
+        advice = (
+            "re-run the same command to continue"
+            if error.checkpoint_path is not None
+            else "the spec has no `checkpoint:` section, so re-running starts over"
+        )
+        raise _fail([f"{spec}: {error}", advice], EXIT_INTERRUPTED) from None
     except NonFiniteLossError as error:
         raise _fail([f"{spec}: training failed: {error}"], EXIT_FAILED) from None
     except DataExhaustedError as error:

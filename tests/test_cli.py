@@ -66,6 +66,12 @@ def test_gen_check_reports_stale_module_with_diff_and_writes_nothing(tmp_path: P
     assert "+    return optax.adam(learning_rate=0.001)" in result.stdout
     assert "beagle gen" in result.stderr
     assert module.read_text() == stale
+    # With several specs, the advice names only the stale one.
+    other = ROOT / "specs" / "vae.yaml"
+    assert beagle("gen", str(other), "--out", str(out)).returncode == 0
+    result = beagle("gen", "--check", str(spec), str(other), "--out", str(out))
+    assert result.returncode == 1
+    assert f"run `beagle gen {spec} --out {out}`" in result.stderr
 
 
 def test_invalid_spec_exits_2_without_traceback_and_writes_nothing(tmp_path: Path) -> None:

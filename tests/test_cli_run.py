@@ -270,4 +270,17 @@ def test_non_finite_loss_exits_1_naming_epoch_step_and_terms(tmp_path: Path) -> 
     failed = beagle(tmp_path, "run", "spec.yaml", "--no-progress")
     assert failed.returncode == 1, failed.stderr
     assert "non-finite" in failed.stderr and "epoch 1" in failed.stderr
-    assert "step" in failed.stderr and "loss" in failed.stderr
+    assert "step" in failed.stderr and "loss term 'mse'" in failed.stderr
+
+
+def test_interrupt_without_checkpoints_says_a_rerun_starts_over(tmp_path: Path) -> None:
+    spec = SPEC.replace("checkpoint: {every: 1, keep: 2}\n", "")
+    assert "checkpoint" not in spec
+    (tmp_path / "spec.yaml").write_text(spec.replace("epochs: 30", "epochs: 3000"))
+    process = start(tmp_path, "run", "spec.yaml", "--no-progress")
+    history = tmp_path / "runs/cli_tiny/history.json"
+    wait_for(lambda: history.is_file())
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 3, stderr
+    assert "re-running starts over" in stderr and "continue" not in stderr.splitlines()[-1]

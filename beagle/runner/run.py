@@ -347,7 +347,7 @@ def _train(
 ) -> tuple[Any, dict[str, list[float]]]:
     """Call `train_loop` with everything the spec says."""
     from beagle.runner.resume import BEAGLE_VERSION, MODULE_HASH, SPEC_HASH, SPEC_TEXT
-    from beagle.training import EarlyStopping, train_loop
+    from beagle.training import EarlyStopping, NonFiniteLossError, train_loop
 
     spec = loaded.spec
     data = wired.data
@@ -387,7 +387,20 @@ def _train(
     if spec.train.nan != "stop":
         options["nan_mode"] = spec.train.nan
     with _quiet_orbax_untracked_metric():
-        return _call_train_loop(train_loop, wired, spec, data, progress, on_epoch_end, options)
+        try:
+            return _call_train_loop(train_loop, wired, spec, data, progress, on_epoch_end, options)
+        except NonFiniteLossError as error:
+            # With one loss term the step reports only `loss`: name the term it comes from.
+            if len(spec.losses) == 1 and "loss" in error.names:
+                (term,) = spec.losses
+                names = [f"loss (loss term '{term}')" if n == "loss" else n for n in error.names]
+                raise NonFiniteLossError(
+                    epoch=error.epoch,
+                    step=error.step,
+                    step_in_epoch=error.step_in_epoch,
+                    names=names,
+                ) from None
+            raise
 
 
 class _DropUntrackedMetric(logging.Filter):

@@ -12,7 +12,9 @@ from beagle.runner.result import RunResult
 __all__ = ["print_summary", "summary_renderable"]
 
 
-def _format(value: float) -> str:
+def _format(value: float, key: str = "") -> str:
+    if key.endswith("skipped_steps"):  # a count per epoch, not a mean
+        return f"{value:.0f}"
     return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
 
 
@@ -27,8 +29,8 @@ def summary_renderable(result: RunResult) -> Panel:
         best = result.best.get(key)
         table.add_row(
             key,
-            _format(final),
-            _format(best.value) if best else "",
+            _format(final, key),
+            _format(best.value, key) if best else "",
             str(best.epoch) if best else "",
         )
     facts = Table.grid(padding=(0, 2))
