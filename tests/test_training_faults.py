@@ -98,6 +98,7 @@ def test_non_finite_loss_names_epoch_step_and_metric_and_writes_nothing_after(
         _train(tmp_path, data=poisoned)
     error = raised.value
     assert (error.epoch, error.step, error.step_in_epoch, error.names) == (2, 13, 3, ("loss",))
+    assert "epoch 2, batch 4 of the epoch (global step 13" in str(error)
     assert "epoch 2" in str(error) and "step 13" in str(error) and "loss" in str(error)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_10"]
     restored = load_checkpoint(tmp_path / "checkpoint_10", make_state())

@@ -33,9 +33,9 @@ class NonFiniteLossError(FloatingPointError):
         self.step_in_epoch = step_in_epoch
         self.names = tuple(names)
         super().__init__(
-            f"non-finite {', '.join(self.names)} at epoch {epoch}, global step {step} "
-            f"(step {step_in_epoch} of the epoch); training stopped and no checkpoint was "
-            "written after it"
+            f"non-finite {', '.join(self.names)} at epoch {epoch}, batch {step_in_epoch + 1} "
+            f"of the epoch (global step {step}, counted from 0); training stopped and no "
+            "checkpoint was written after it"
         )
 
 
