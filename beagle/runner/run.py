@@ -16,7 +16,6 @@ through the `notify` callback.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -39,13 +38,6 @@ def _checkpoint_dir(loaded: LoadedSpec, log_dir: Path) -> Path | None:
     if checkpoint is None:
         return None
     return Path(checkpoint.dir) if checkpoint.dir else log_dir / "checkpoints"
-
-
-def _spec_hash(loaded: LoadedSpec) -> str:
-    recorded = getattr(loaded, "hash", None)
-    if isinstance(recorded, str) and recorded:
-        return recorded
-    return hashlib.sha256(loaded.text.encode("utf-8")).hexdigest()
 
 
 def _maximise(loaded: LoadedSpec, key: str) -> bool:
@@ -360,7 +352,7 @@ def _train(
             keep=spec.checkpoint.keep,
             resume=plan.resuming,
             metadata={
-                SPEC_HASH: _spec_hash(loaded),
+                SPEC_HASH: loaded.hash,
                 MODULE_HASH: module_hash,
                 BEAGLE_VERSION: __version__,
                 SPEC_TEXT: loaded.text,
