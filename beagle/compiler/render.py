@@ -1,4 +1,7 @@
-"""Rendering: a `ModuleIR` through the Jinja templates in the repository's `templates/`.
+"""Rendering: a `ModuleIR` through the Jinja templates that ship inside the package.
+
+The templates live in `beagle/templates/` (the repository's top-level `templates/` links
+there), so an installed wheel renders exactly what an editable checkout does.
 
 The environment is strict (`StrictUndefined`: a misspelt IR field fails loudly) and keeps
 the templates' layout predictable (`trim_blocks`, `lstrip_blocks`,
@@ -8,7 +11,6 @@ the templates' layout predictable (`trim_blocks`, `lstrip_blocks`,
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from beagle.compiler.ir import ModuleIR
@@ -16,9 +18,8 @@ from beagle.compiler.ir import ModuleIR
 if TYPE_CHECKING:
     import jinja2
 
-__all__ = ["TEMPLATES_DIR", "render_module"]
+__all__ = ["render_module"]
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 MODULE_TEMPLATE = "module.py.jinja"
 
 
@@ -27,7 +28,7 @@ def _environment() -> jinja2.Environment:
     import jinja2
 
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        loader=jinja2.PackageLoader("beagle", "templates"),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
