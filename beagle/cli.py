@@ -26,6 +26,9 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain help, as click prints it: typer's rich help shows `<bool>` after flags (so users
+    # try `--restart true`, which fails) and braces around arguments.
+    rich_markup_mode=None,
 )
 
 EXIT_OK = 0
@@ -172,6 +175,7 @@ def _run(spec: Path, overrides: list[str] | tuple[()], *, restart: bool, progres
     """`beagle run`'s work, its exceptions turned into messages and exit codes."""
     from beagle import api
     from beagle.runner import RunRefused, print_summary
+    from beagle.runner.origin import raised_in_user_code
     from beagle.spec import SpecError
     from beagle.training import DataExhaustedError, NonFiniteLossError, TrainingInterrupted
 
@@ -205,9 +209,18 @@ def _run(spec: Path, overrides: list[str] | tuple[()], *, restart: bool, progres
             ],
             EXIT_FAILED,
         ) from None
-    except Exception:  # a user model, loss or data function raised: the traceback is theirs
+    except Exception as error:
+        if raised_in_user_code(error):  # their model, loss or data function: theirs to read
+            raise _fail(
+                [traceback.format_exc().rstrip(), f"{spec}: training failed"], EXIT_FAILED
+            ) from None
         raise _fail(
-            [traceback.format_exc().rstrip(), f"{spec}: training failed"], EXIT_FAILED
+            [
+                traceback.format_exc().rstrip(),
+                f"{spec}: internal error in beagle {__version__} (not in your spec or code); "
+                "please report it with the traceback above",
+            ],
+            EXIT_FAILED,
         ) from None
     print_summary(result)
 

@@ -209,3 +209,16 @@ def test_gen_refuses_an_out_that_is_a_file_and_two_specs_of_one_name(tmp_path: P
     assert f"{twin}:" in result.stderr and str(spec) in result.stderr
     assert "same name 'regression_mlp'" in result.stderr
     assert not (tmp_path / "g").exists()
+
+
+def test_help_shows_flags_as_flags_and_run_takes_them_without_a_value() -> None:
+    """A flag's help shows no value (`--restart  Start over`), not `--restart <bool>`, which
+    led a new user to type `--restart true`."""
+    for command in ("run", "gen", "check"):
+        shown = beagle(command, "--help")
+        assert shown.returncode == 0, shown.stderr
+        assert "<bool>" not in shown.stdout, shown.stdout
+    run_help = beagle("run", "--help").stdout
+    flag_lines = [line.split() for line in run_help.splitlines() if "--restart" in line]
+    assert flag_lines and flag_lines[0][:2] == ["--restart", "Start"], run_help
+    assert "--set KEY=VALUE" in run_help  # options that take a value still show it
