@@ -16,7 +16,9 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,54 +142,50 @@ def test_sdist_carries_the_templates(builds: dict[str, Path]) -> None:
         assert members[f"beagle/templates/{name}"].isfile()
 
 
+def _install_for_a_user(wheel: Path, tmp_path: Path, *files: Path) -> Callable[..., Any]:
+    """Install `wheel` into a folder of its own, and copy `files` into a user's project
+    folder beside it; return a runner of `python <args>` there, seeing only that install."""
+    site = tmp_path / "site"
+    _pip("install", "--no-deps", "--target", site, wheel, cwd=tmp_path)
+    user = tmp_path / "user"
+    user.mkdir()
+    for path in files:
+        (shutil.copytree if path.is_dir() else shutil.copy)(path, user / path.name)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(site)
+
+    def python(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *args],
+            cwd=user,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+
+    return python
+
+
 @pytest.mark.parametrize("kind", ["wheel", "wheel_from_sdist"])
 def test_installed_wheel_compiles_every_spec_to_the_goldens_away_from_the_repo(
     builds: dict[str, Path], tmp_path: Path, kind: str
 ) -> None:
-    site = tmp_path / "site"
-    _pip("install", "--no-deps", "--target", site, builds[kind], cwd=tmp_path)
-    user = tmp_path / "user"  # a user's project: their specs and their model code
-    user.mkdir()
-    for spec in SPECS:
-        shutil.copy(spec, user)
-    shutil.copytree(ROOT / "examples", user / "examples")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(site)
-
-    where = subprocess.run(
-        [sys.executable, "-c", "import beagle, sys; print(beagle.__file__)"],
-        cwd=user,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert Path(where.stdout.strip()).is_relative_to(site), where.stdout  # not the repo's
+    # A user's project: their specs and their model code, and beagle from the wheel only.
+    python = _install_for_a_user(builds[kind], tmp_path, *SPECS, ROOT / "examples")
+    where = python("-c", "import beagle; print(beagle.__file__)")
+    assert Path(where.stdout.strip()).is_relative_to(tmp_path / "site"), where  # not the repo's
 
     out = tmp_path / "out"
-    gen = subprocess.run(
-        [sys.executable, "-m", "beagle", "gen", *(spec.name for spec in SPECS), "--out", str(out)],
-        cwd=user,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    gen = python("-m", "beagle", "gen", *(spec.name for spec in SPECS), "--out", str(out))
     assert gen.returncode == 0, gen.stdout + gen.stderr
     written = sorted(path.name for path in out.glob("*.py"))
     assert written == sorted(path.name for path in (ROOT / "generated").glob("*.py"))
     for name in written:
         assert (out / name).read_bytes() == (ROOT / "generated" / name).read_bytes(), name
 
-    version = subprocess.run(
-        [sys.executable, "-m", "beagle", "--version"],
-        cwd=user,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    version = python("-m", "beagle", "--version")
     assert version.stdout.strip() == f"beagle {__version__}"
 
 
@@ -196,23 +194,9 @@ def test_a_fault_inside_beagle_is_an_internal_error_not_a_failed_training(
 ) -> None:
     """The new user's trial: an install without its templates. Nothing trained, so the
     message must not say that training failed; it says the fault is beagle's."""
-    site = tmp_path / "site"
-    _pip("install", "--no-deps", "--target", site, builds["wheel"], cwd=tmp_path)
-    shutil.rmtree(site / "beagle" / "templates")
-    user = tmp_path / "user"
-    user.mkdir()
-    shutil.copy(ROOT / "specs" / "regression_mlp.yaml", user)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(site)
-    run = subprocess.run(
-        [sys.executable, "-m", "beagle", "run", "regression_mlp.yaml", "--no-progress"],
-        cwd=user,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    python = _install_for_a_user(builds["wheel"], tmp_path, ROOT / "specs/regression_mlp.yaml")
+    shutil.rmtree(tmp_path / "site" / "beagle" / "templates")
+    run = python("-m", "beagle", "run", "regression_mlp.yaml", "--no-progress")
     assert run.returncode == 1, run.stdout + run.stderr
     assert "templates" in run.stderr.splitlines()[-2]  # what is missing, named
     assert "internal error in beagle" in run.stderr
