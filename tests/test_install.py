@@ -79,7 +79,8 @@ def _build_warnings(output: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A wheel from the source tree, an sdist, and a wheel built from that sdist."""
+    """A wheel from the source tree, an sdist, a wheel built from that sdist, and the
+    source tree itself (a clone), for `pip install .`."""
     base = tmp_path_factory.mktemp("install")
     source = base / "clone"
     shutil.copytree(ROOT, source, symlinks=True, ignore=_NOT_SOURCE)
@@ -110,7 +111,12 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _pip("wheel", "--no-deps", "--no-build-isolation", "-w", base / "ws", sdist_path, cwd=base)
     (from_tree,) = (base / "w").glob("*.whl")
     (from_sdist,) = (base / "ws").glob("*.whl")
-    return {"wheel": from_tree, "sdist": sdist_path, "wheel_from_sdist": from_sdist}
+    return {
+        "wheel": from_tree,
+        "sdist": sdist_path,
+        "wheel_from_sdist": from_sdist,
+        "clone": source,  # `pip install .` from a clone
+    }
 
 
 def test_wheel_is_beagle_jax_at_the_package_version_with_templates(
@@ -143,10 +149,11 @@ def test_sdist_carries_the_templates(builds: dict[str, Path]) -> None:
 
 
 def _install_for_a_user(wheel: Path, tmp_path: Path, *files: Path) -> Callable[..., Any]:
-    """Install `wheel` into a folder of its own, and copy `files` into a user's project
-    folder beside it; return a runner of `python <args>` there, seeing only that install."""
+    """Install `wheel` (or a source tree) into a folder of its own, and copy `files` into a
+    user's project beside it; return a runner of `python <args>` there, seeing only that
+    install."""
     site = tmp_path / "site"
-    _pip("install", "--no-deps", "--target", site, wheel, cwd=tmp_path)
+    _pip("install", "--no-deps", "--no-build-isolation", "--target", site, wheel, cwd=tmp_path)
     user = tmp_path / "user"
     user.mkdir()
     for path in files:
@@ -168,7 +175,7 @@ def _install_for_a_user(wheel: Path, tmp_path: Path, *files: Path) -> Callable[.
     return python
 
 
-@pytest.mark.parametrize("kind", ["wheel", "wheel_from_sdist"])
+@pytest.mark.parametrize("kind", ["wheel", "wheel_from_sdist", "clone"])
 def test_installed_wheel_compiles_every_spec_to_the_goldens_away_from_the_repo(
     builds: dict[str, Path], tmp_path: Path, kind: str
 ) -> None:
