@@ -415,7 +415,7 @@ class _Lowering:
         if builtin.helper:
             self.helpers.add(builtin.helper)
         checks: tuple[str, ...] = ()
-        if builtin.same_shape:
+        if builtin.shape_guard:
             self.helpers.add("check_same_shape")
             label = repr(f"{kind} {name!r}")
             shaped = ", ".join(values[param] for param in builtin.same_shape)

@@ -42,6 +42,8 @@ def _checkpoint_dir(loaded: LoadedSpec, log_dir: Path) -> Path | None:
 
 def _maximise(loaded: LoadedSpec, key: str) -> bool:
     """Whether a larger value of history key `key` is better."""
+    from beagle import catalog
+
     spec = loaded.spec
     for best in (
         spec.checkpoint.best if spec.checkpoint else None,
@@ -51,10 +53,9 @@ def _maximise(loaded: LoadedSpec, key: str) -> bool:
             return best.mode == "max"
     base = key.split("_", 1)[1] if key.startswith(("train_", "val_")) else key
     metric = spec.metrics.get(base)
-    if metric is not None and metric.fn in ("accuracy", "top_k_accuracy"):
-        return True
-    if metric is not None and metric.fn in ("mse", "mae"):
-        return False
+    builtin = catalog.METRICS.get(metric.fn) if metric is not None else None
+    if builtin is not None:
+        return builtin.maximise
     if base in spec.losses or base == "loss":
         return False
     return higher_is_better(base)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from beagle.catalog import LOSSES, METRICS
+from beagle import catalog
 from beagle.spec import LoadedSpec, Problem, SpecError
 from beagle.spec.problems import did_you_mean, plural
 
@@ -37,11 +37,6 @@ __all__ = [
 ]
 
 _KIND = {"losses": "loss", "metrics": "metric"}
-
-# Built-ins whose two arguments must have the same shape, and those taking integer labels.
-_SAME_SHAPE = {"mse", "mae", "huber", "softmax_cross_entropy_onehot",
-               "sigmoid_binary_cross_entropy", "gaussian_kl"}  # fmt: skip
-_INTEGER_LABELS = {"softmax_cross_entropy", "accuracy", "top_k_accuracy"}
 
 
 def _first_line(error: BaseException) -> str:
@@ -146,66 +141,83 @@ def _named_outputs(loaded: LoadedSpec, result: Any) -> dict[str, Any]:
     return named
 
 
+def _resolve(
+    term: Any, args: tuple[str, ...], outputs: Mapping[str, Any], batch: Mapping[str, Any]
+) -> list[Any] | None:
+    """The traced values of `term`'s arguments `args`; None if one is not a reference."""
+    values = []
+    for arg in args:
+        ref = term.args.get(arg)
+        if not isinstance(ref, str) or ref == "params":
+            return None
+        kind, _, key = ref.partition(".")
+        source = outputs if kind == "outputs" else batch
+        if key not in source:
+            return None
+        values.append(source[key])
+    return values
+
+
 def _check_term_shapes(
     loaded: LoadedSpec, outputs: Mapping[str, Any], batch: Mapping[str, Any]
 ) -> list[Problem]:
+    """The shape and label-kind rules of the built-ins (`catalog.Builtin`), on real shapes."""
     import jax.numpy as jnp
 
     problems = []
     spec = loaded.spec
-    for section, terms, catalog in (
-        ("losses", spec.losses, LOSSES),
-        ("metrics", spec.metrics, METRICS),
+    for section, terms, table in (
+        ("losses", spec.losses, catalog.LOSSES),
+        ("metrics", spec.metrics, catalog.METRICS),
     ):
         for name, term in terms.items():
-            builtin = catalog.get(term.fn)
-            if builtin is None or len(builtin.params) < 2:
+            builtin = table.get(term.fn)
+            if builtin is None:
                 continue
-            first, second = builtin.params[0], builtin.params[1]
-            values = {}
-            for arg in (first, second):
-                ref = term.args.get(arg)
-                if not isinstance(ref, str) or ref == "params":
-                    break
-                kind, _, key = ref.partition(".")
-                source = outputs if kind == "outputs" else batch
-                if key not in source:
-                    break
-                values[arg] = source[key]
-            else:
-                a, b = values[first], values[second]
-                where = (section, name, "args", second)
-                if term.fn in _SAME_SHAPE and tuple(a.shape) != tuple(b.shape):
+            same = builtin.same_shape
+            values = _resolve(term, same, outputs, batch) if same else None
+            if values is not None:
+                shapes = [tuple(value.shape) for value in values]
+                if any(shape != shapes[0] for shape in shapes[1:]):
+                    first, second = same[0], same[1]
                     problems.append(
                         loaded.problem(
-                            where,
+                            (section, name, "args", second),
                             f"{_KIND[section]} {name!r}: {first} ({term.args[first]}) has shape "
-                            f"{tuple(a.shape)} but {second} ({term.args[second]}) has shape "
-                            f"{tuple(b.shape)}; {term.fn} needs the same shape",
+                            f"{shapes[0]} but {second} ({term.args[second]}) has shape "
+                            f"{shapes[1]}; {term.fn} needs the same shape",
                         )
                     )
-                elif term.fn in _INTEGER_LABELS:
-                    if tuple(b.shape) != tuple(a.shape[:-1]):
-                        problems.append(
-                            loaded.problem(
-                                where,
-                                f"{_KIND[section]} {name!r}: {second} ({term.args[second]}) has "
-                                f"shape {tuple(b.shape)} but {first} ({term.args[first]}) has "
-                                f"shape {tuple(a.shape)}; {term.fn} needs integer labels of "
-                                f"shape {tuple(a.shape[:-1])}",
-                                "for one-hot labels use softmax_cross_entropy_onehot"
-                                if tuple(b.shape) == tuple(a.shape)
-                                else None,
-                            )
-                        )
-                    elif not jnp.issubdtype(b.dtype, jnp.integer):
-                        problems.append(
-                            loaded.problem(
-                                where,
-                                f"{_KIND[section]} {name!r}: {term.fn} needs integer labels, "
-                                f"but {term.args[second]} is {b.dtype}",
-                            )
-                        )
+                    continue
+            if not builtin.integer_labels:
+                continue
+            scores_arg, labels_arg = builtin.integer_labels
+            values = _resolve(term, builtin.integer_labels, outputs, batch)
+            if values is None:
+                continue
+            scores, labels = values
+            where = (section, name, "args", labels_arg)
+            if tuple(labels.shape) != tuple(scores.shape[:-1]):
+                problems.append(
+                    loaded.problem(
+                        where,
+                        f"{_KIND[section]} {name!r}: {labels_arg} ({term.args[labels_arg]}) has "
+                        f"shape {tuple(labels.shape)} but {scores_arg} ({term.args[scores_arg]}) "
+                        f"has shape {tuple(scores.shape)}; {term.fn} needs integer labels of "
+                        f"shape {tuple(scores.shape[:-1])}",
+                        "for one-hot labels use softmax_cross_entropy_onehot"
+                        if tuple(labels.shape) == tuple(scores.shape)
+                        else None,
+                    )
+                )
+            elif not jnp.issubdtype(labels.dtype, jnp.integer):
+                problems.append(
+                    loaded.problem(
+                        where,
+                        f"{_KIND[section]} {name!r}: {term.fn} needs integer labels, "
+                        f"but {term.args[labels_arg]} is {labels.dtype}",
+                    )
+                )
     return problems
 
 
