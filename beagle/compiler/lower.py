@@ -38,14 +38,22 @@ from beagle.compiler.ir import (
     StepIR,
     TermIR,
 )
-from beagle.spec.models import LossSpec, MetricSpec, ScheduleSpec, Spec
+from beagle.spec.models import (
+    IDENTIFIER_PATTERN,
+    IMPORT_PATH_PATTERN,
+    NAME_PATTERN,
+    LossSpec,
+    MetricSpec,
+    ScheduleSpec,
+    Spec,
+)
 
 __all__ = ["CompileError", "lower", "render_literal"]
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_MODULE_NAME = re.compile(r"[a-z_][a-z0-9_]*")
-_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
-_IMPORT_PATH = re.compile(rf"({_DOTTED}):({_DOTTED})")
+# The front end's patterns (`beagle.spec.models`), checked again here: one regex, two doors.
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+_MODULE_NAME = re.compile(NAME_PATTERN)
+_IMPORT_PATH = re.compile(IMPORT_PATH_PATTERN)
 _THIRD_PARTY = frozenset({"jax", "flax", "optax"})
 _MAX_LITERAL_DEPTH = 32
 
@@ -146,9 +154,9 @@ class _Imports:
 
     def user(self, path: object, what: str) -> str:
         """Import `package.module:Attribute[.more]`; return the expression that names it."""
-        if not isinstance(path, str) or not (match := _IMPORT_PATH.fullmatch(path)):
+        if not isinstance(path, str) or not _IMPORT_PATH.fullmatch(path):
             raise CompileError(f"{what} must be an import path 'package.module:Attribute'")
-        module, attribute = match.groups()
+        module, _, attribute = path.partition(":")
         parts = [*module.split("."), *attribute.split(".")]
         if any(keyword.iskeyword(part) for part in parts):
             raise CompileError(f"{what} must not contain a Python keyword, got {path!r}")
