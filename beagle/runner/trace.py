@@ -287,8 +287,6 @@ def _check_terms(
     params: Any,
 ) -> list[Problem]:
     """Trace every loss term and metric on its own, as the generated module computes it."""
-    import ast
-
     import jax
 
     from beagle.compiler import lower
@@ -302,7 +300,7 @@ def _check_terms(
     ):
         kind = _KIND[section]
         for term_ir in term_irs:
-            name = ast.literal_eval(term_ir.key)
+            name = term_ir.name
             term = terms[name]
             body = [*term_ir.shape_checks, f"return {term_ir.expr}"]
             source = "def _term(outputs, batch, params):\n" + "".join(
