@@ -107,7 +107,7 @@ def run_spec(
         )
 
     from beagle.compiler import compile_spec
-    from beagle.runner import resume, wiring
+    from beagle.runner import resume, trace, wiring
 
     wiring.ensure_cwd_on_path()
     module_text = compile_spec(spec, loaded.source_name)
@@ -186,7 +186,7 @@ def run_spec(
     module = wiring.import_module_from_text(
         module_text, f"_beagle_run_{spec.name}", str(folder.module_file)
     )
-    wired = wiring.wire(loaded, module)
+    wired = trace.wire(loaded, module)
 
     if plan.resuming:
         assert plan.info is not None

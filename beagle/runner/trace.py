@@ -14,26 +14,30 @@ It goes in stages so that a failure points at the spec entry involved:
    that cannot run on these arguments);
 6. `train_step` and `val_step` trace (anything else).
 
-`beagle run` makes the same checks (`check_model_call`, `check_batch_keys`, `init_problem`
-and `check_traced`) on the model, data and state it builds anyway, so it traces nothing
-twice.
+`beagle run` makes the same checks on the model, data and state it builds anyway, so it
+traces nothing twice: `wire` builds them from `beagle.runner.wiring`'s parts and checks
+each as `trace_spec` does, in the same order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from beagle import catalog
+from beagle.runner import wiring
 from beagle.spec import LoadedSpec, Problem, SpecError
 from beagle.spec.problems import did_you_mean, plural
 
 __all__ = [
+    "Wired",
     "check_batch_keys",
     "check_model_call",
     "check_traced",
     "init_problem",
     "trace_spec",
+    "wire",
 ]
 
 _KIND = {"losses": "loss", "metrics": "metric"}
@@ -395,8 +399,6 @@ def check_traced(
     """
     import jax
 
-    from beagle.runner import wiring
-
     spec = loaded.spec
     batch = {key: jax.ShapeDtypeStruct(v.shape, v.dtype) for key, v in batch.items()}
     inputs = wiring.model_inputs(loaded, batch)
@@ -458,7 +460,6 @@ def _trace(loaded: LoadedSpec) -> list[Problem]:
     import jax
 
     from beagle.compiler import compile_spec
-    from beagle.runner import wiring
     from beagle.training import TrainState
 
     spec = loaded.spec
@@ -496,3 +497,44 @@ def _trace(loaded: LoadedSpec) -> list[Problem]:
         extra,
     )
     return check_traced(loaded, module, model, batch, variables, state, rngs, loop_key)
+
+
+@dataclass
+class Wired:
+    """Everything `train_loop` needs, built from a spec."""
+
+    module: Any
+    model: Any
+    state: Any
+    data: wiring.DataPlan
+    rng_key: Any  # the loop's key: step s draws fold_in(rng_key, s)
+
+
+def wire(loaded: LoadedSpec, module: Any) -> Wired:
+    """Build data, model and state for `module` (the imported generated module).
+
+    On the way it makes `trace_spec`'s checks on the real model, batch and state, so a
+    spec that `beagle check` rejects raises the same `SpecError` here.
+    """
+    plan = wiring.plan_data(loaded)
+    problems = check_batch_keys(loaded, plan.sample)
+    if problems:
+        raise SpecError(problems)
+    model = wiring.build_model(loaded)
+    problems = check_model_call(loaded, model)
+    if problems:
+        raise SpecError(problems)
+    init_key, loop_key = wiring.root_keys(loaded.spec.seed)
+    try:
+        variables = wiring.init_variables(loaded, model, plan.sample, init_key)
+    except SpecError:
+        raise
+    except Exception as error:  # the model cannot run on these inputs
+        inputs = wiring.model_inputs(loaded, plan.sample)
+        raise SpecError([init_problem(loaded, model, inputs, error)]) from None
+    state = wiring.build_state(loaded, model, variables, module)
+    rngs = wiring.init_rngs(loaded, init_key)
+    problems = check_traced(loaded, module, model, plan.sample, variables, state, rngs, loop_key)
+    if problems:
+        raise SpecError(problems)
+    return Wired(module, model, state, plan, loop_key)
