@@ -21,6 +21,7 @@ each as `trace_spec` does, in the same order.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -370,11 +371,35 @@ def _train_flag_problem(loaded: LoadedSpec, model: Any, takes: list[str]) -> Pro
     )
 
 
+# flax's InvalidRngError: `Dropout_0 needs PRNG for "dropout" (https://...)`.
+_MISSING_STREAM = re.compile(r'needs PRNG for "([A-Za-z_][A-Za-z0-9_]*)"')
+
+
+def _rng_problem(loaded: LoadedSpec, error: Exception, mode: str) -> Problem | None:
+    """The problem of a model that draws on an RNG stream `model.rngs` does not name."""
+    match = _MISSING_STREAM.search(str(error))
+    if type(error).__name__ != "InvalidRngError" or match is None:
+        return None
+    stream = match.group(1)
+    streams = loaded.spec.model.rngs
+    message = (
+        f"the model draws on the RNG stream {stream!r} in {mode} mode, but model.rngs "
+        f"does not name it ({_first_line(error).split(' (http')[0]})"
+    )
+    if not streams:
+        return loaded.problem(("model",), message, f"add `rngs: [{stream}]` under model")
+    names = ", ".join([*streams, stream])
+    return loaded.problem(("model", "rngs"), message, f"add it: `rngs: [{names}]`")
+
+
 def init_problem(loaded: LoadedSpec, model: Any, inputs: list[Any], error: Exception) -> Problem:
     """The problem of a model that cannot be initialised on the batch's inputs."""
     flag = loaded.spec.model.train_flag
     if flag and isinstance(error, TypeError) and f"keyword argument '{flag}'" in str(error):
         return _train_flag_problem(loaded, model, [])
+    rngs = _rng_problem(loaded, error, "eval")
+    if rngs is not None:
+        return rngs
     shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
     return loaded.problem(
         ("model", "input"),
@@ -414,7 +439,8 @@ def check_traced(
         )
     except Exception as error:
         return [
-            loaded.problem(
+            _rng_problem(loaded, error, "training")
+            or loaded.problem(
                 ("model", "input"), f"the model fails in training mode: {_first_line(error)}"
             )
         ]
