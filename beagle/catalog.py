@@ -185,7 +185,8 @@ OPTIMIZERS: frozenset[str] = frozenset(
     }
 )  # fmt: skip
 
-# optax schedule functions that take only numbers (not other schedules).
+# optax schedule functions whose arguments are plain values, never other schedules: numbers
+# for most; piecewise_* also take a mapping or a string, sgdr_schedule a list of mappings.
 # The compiler emits `optax.<name>(**args)` as the optimizer's `learning_rate`.
 SCHEDULES: frozenset[str] = frozenset(
     {
