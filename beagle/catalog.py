@@ -1,8 +1,13 @@
-"""beagle's own catalogue of built-in names: losses, metrics, optax optimizers and schedules.
+"""beagle's own catalogue of built-in names: losses, metrics, optax optimizers and
+schedules, and data sources.
 
 This module imports nothing heavy: `beagle gen` validates names against these tables
 without importing optax. `tests/test_catalog.py` checks the tables against the installed
 optax, so a rename upstream fails loudly.
+
+It is the one home of every fact about a built-in: the compiler, the front end's checks,
+`beagle check`'s trace, the runner's choice of best value and the data sources all read
+these entries rather than keeping lists of their own.
 
 Each built-in loss and metric also says how the compiler emits it: `expr` is a Python
 expression with one `{param}` placeholder per argument, filled in by
@@ -27,8 +32,18 @@ class Builtin:
     defaults: tuple[tuple[str, str], ...] = ()  # rendered value of an optional argument
     uses: tuple[str, ...] = ()  # module-level names the expression needs (`jnp`, `optax`)
     helper: str | None = None  # a function the generated module defines for it (see below)
-    same_shape: tuple[str, ...] = ()  # arguments whose shapes must match, checked at trace
+    # Arguments whose shapes must match: optax broadcasts them silently otherwise (a
+    # (batch, 1) output against (batch,) targets becomes a (batch, batch) loss).
+    # `beagle check` and `beagle run` check it before tracing the steps.
+    same_shape: tuple[str, ...] = ()
+    # The generated module checks `same_shape` itself, with the `check_same_shape` helper,
+    # whose message speaks of predictions and targets: only built-ins with those arguments.
+    shape_guard: bool = False
+    # (scores, labels): `labels` are integer class indices of the shape of `scores`
+    # without its last (class) axis.
+    integer_labels: tuple[str, str] | tuple[()] = ()
     literal_only: tuple[str, ...] = ()  # arguments that must be literals (static values)
+    maximise: bool = False  # a metric whose larger values are better (the best checkpoint)
 
 
 _SQUARED_ERROR = "optax.squared_error({predictions}, {targets}).mean()"
@@ -50,6 +65,7 @@ LOSSES: dict[str, Builtin] = {
             expr=_SQUARED_ERROR,
             uses=("optax",),
             same_shape=("predictions", "targets"),
+            shape_guard=True,
         ),
         Builtin(
             "mae",
@@ -58,6 +74,7 @@ LOSSES: dict[str, Builtin] = {
             expr=_ABSOLUTE_ERROR,
             uses=("jnp",),
             same_shape=("predictions", "targets"),
+            shape_guard=True,
         ),
         Builtin(
             "huber",
@@ -67,6 +84,7 @@ LOSSES: dict[str, Builtin] = {
             defaults=(("delta", "1.0"),),
             uses=("optax",),
             same_shape=("predictions", "targets"),
+            shape_guard=True,
         ),
         Builtin(
             "softmax_cross_entropy",
@@ -74,6 +92,7 @@ LOSSES: dict[str, Builtin] = {
             ("logits", "labels"),
             expr="optax.softmax_cross_entropy_with_integer_labels({logits}, {labels}).mean()",
             uses=("optax",),
+            integer_labels=("logits", "labels"),
         ),
         Builtin(
             "softmax_cross_entropy_onehot",
@@ -81,6 +100,7 @@ LOSSES: dict[str, Builtin] = {
             ("logits", "labels"),
             expr="optax.softmax_cross_entropy({logits}, {labels}).mean()",
             uses=("optax",),
+            same_shape=("logits", "labels"),
         ),
         Builtin(
             "sigmoid_binary_cross_entropy",
@@ -88,6 +108,7 @@ LOSSES: dict[str, Builtin] = {
             ("logits", "labels"),
             expr="optax.sigmoid_binary_cross_entropy({logits}, {labels}).mean()",
             uses=("optax",),
+            same_shape=("logits", "labels"),
         ),
         Builtin(
             "gaussian_kl",
@@ -96,6 +117,7 @@ LOSSES: dict[str, Builtin] = {
             expr="gaussian_kl({mean}, {logvar})",
             uses=("jnp",),
             helper="gaussian_kl",
+            same_shape=("mean", "logvar"),
         ),
         Builtin(
             "l2",
@@ -116,6 +138,8 @@ METRICS: dict[str, Builtin] = {
             ("logits", "labels"),
             expr=_ACCURACY,
             uses=("jnp",),
+            integer_labels=("logits", "labels"),
+            maximise=True,
         ),
         Builtin(
             "top_k_accuracy",
@@ -124,7 +148,9 @@ METRICS: dict[str, Builtin] = {
             expr="top_k_accuracy({logits}, {labels}, k={k})",
             uses=("jax", "jnp"),
             helper="top_k_accuracy",
+            integer_labels=("logits", "labels"),
             literal_only=("k",),
+            maximise=True,
         ),
         Builtin(
             "mse",
@@ -133,6 +159,7 @@ METRICS: dict[str, Builtin] = {
             expr=_SQUARED_ERROR,
             uses=("optax",),
             same_shape=("predictions", "targets"),
+            shape_guard=True,
         ),
         Builtin(
             "mae",
@@ -141,6 +168,7 @@ METRICS: dict[str, Builtin] = {
             expr=_ABSOLUTE_ERROR,
             uses=("jnp",),
             same_shape=("predictions", "targets"),
+            shape_guard=True,
         ),
     )
 }
@@ -157,7 +185,8 @@ OPTIMIZERS: frozenset[str] = frozenset(
     }
 )  # fmt: skip
 
-# optax schedule functions that take only numbers (not other schedules).
+# optax schedule functions whose arguments are plain values, never other schedules: numbers
+# for most; piecewise_* also take a mapping or a string, sgdr_schedule a list of mappings.
 # The compiler emits `optax.<name>(**args)` as the optimizer's `learning_rate`.
 SCHEDULES: frozenset[str] = frozenset(
     {
@@ -171,3 +200,22 @@ SCHEDULES: frozenset[str] = frozenset(
 
 # Names the generated module uses itself; spec names never become Python names there.
 RESERVED_METRIC_NAMES: frozenset[str] = frozenset({"loss", "skipped_steps"})
+
+
+@dataclass(frozen=True)
+class Source:
+    """A built-in data source: what its batches hold."""
+
+    name: str  # the spec's `data.source`
+    batch_keys: tuple[str, ...] | None  # the keys of every batch; None: the user's data says
+
+
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (
+        Source("digits", ("image", "label")),  # image float32 (N, 8, 8, 1), label int32
+        Source("synthetic", ("x", "y")),  # x float32 (N, features), y targets or labels
+        Source("npz", None),  # the arrays of the user's .npz files
+        Source("python", None),  # whatever the user's functions yield
+    )
+}

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from beagle import catalog
+
 __all__ = [
     "ArraySource",
     "Batch",
@@ -232,6 +234,13 @@ def split_by_seed(
     return train, val
 
 
+def _batch_keys(source: str) -> tuple[str, ...]:
+    """The batch keys `beagle.catalog` gives the built-in source (the front end reads them)."""
+    keys = catalog.SOURCES[source].batch_keys
+    assert keys is not None, source
+    return keys
+
+
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """The 1,797 digits as (float32 N×8×8 in 0..16, int32 N), with no download.
 
@@ -261,7 +270,8 @@ def digits(
 ) -> ArraySource:
     """scikit-learn's bundled 8×8 digits: `image` float32 N×8×8×1 in [0, 1], `label` int32."""
     images, labels = load_digits_arrays()
-    arrays = {"image": (images / np.float32(16.0))[..., None], "label": labels}
+    image_key, label_key = _batch_keys("digits")
+    arrays = {image_key: (images / np.float32(16.0))[..., None], label_key: labels}
     train, val = split_by_seed(arrays, val_fraction, seed)
     return ArraySource(train, val, batch_size, seed, shuffle, drop_remainder)
 
@@ -276,18 +286,19 @@ def synthetic_arrays(
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """A linear teacher: `x` ~ N(0, 1); `y = x·w + noise` or the argmax class of noisy scores."""
+    x_key, y_key = _batch_keys("synthetic")
     rng = np.random.default_rng([seed, 0xDA7A])
     x = rng.standard_normal((examples, features), dtype=np.float32)
     if task == "regression":
         w = rng.standard_normal((features, 1), dtype=np.float32) / np.sqrt(features)
         eps = rng.standard_normal((examples, 1), dtype=np.float32)
         y = (x @ w + noise * eps).astype(np.float32)
-        return {"x": x, "y": y}
+        return {x_key: x, y_key: y}
     if task == "classification":
         w = rng.standard_normal((features, classes), dtype=np.float32)
         eps = rng.standard_normal((examples, classes), dtype=np.float32)
         labels = np.argmax(x @ w + noise * eps, axis=-1).astype(np.int32)
-        return {"x": x, "y": labels}
+        return {x_key: x, y_key: labels}
     raise DataError(
         f"unknown synthetic task {task!r}",
         ("data", "task"),

@@ -80,7 +80,7 @@ def start(folder: Path, *args: str) -> subprocess.Popen[str]:
 def final_state(folder: Path, spec: str, *overrides: str) -> Any:
     """The state in the newest checkpoint of a run, restored into the spec's own structure."""
     from beagle.compiler import compile_spec
-    from beagle.runner import wiring
+    from beagle.runner import trace, wiring
     from beagle.spec import load_spec
     from beagle.training import latest_checkpoint, load_checkpoint
 
@@ -91,7 +91,7 @@ def final_state(folder: Path, spec: str, *overrides: str) -> Any:
         module = wiring.import_module_from_text(
             compile_spec(loaded.spec, loaded.source_name), "_cli_test_module", "<test>"
         )
-        wired = wiring.wire(loaded, module)
+        wired = trace.wire(loaded, module)
         checkpoint_dir = (
             Path(
                 loaded.spec.log.dir

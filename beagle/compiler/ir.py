@@ -15,10 +15,11 @@ The tree:
     ├── model: ModelIR            make_model() and the two `state.apply_fn` calls
     │   ├── train_call: ApplyIR       training mode: mutable BatchNorm, RNG streams
     │   └── eval_call: ApplyIR        eval mode: running averages
-    ├── optimizer: OptimizerIR    make_optimizer()
+    ├── optimizer: OptimizerIR    make_optimizer(): the expression, optionally wrapped
     ├── losses: LossesIR          compute_losses()
     │   └── terms: tuple[TermIR, ...]
     ├── metrics: tuple[TermIR, ...]   compute_metrics() (empty: no such function)
+    ├── helpers: tuple[str, ...]  the helper functions (macros) the module defines
     └── step: StepIR              train_step / val_step: flags for the optional paths
 """
 
@@ -46,8 +47,9 @@ class ImportGroupIR:
 class ApplyIR:
     """One call of `state.apply_fn`: its rendered arguments and what it returns."""
 
+    targets: str  # what the call's value is bound to: `model_out, updates` with mutable
+    #   batch_stats (the call returns both), else `model_out`
     args: tuple[str, ...]  # rendered arguments: variables dict, inputs, keywords
-    mutable: bool  # True: returns (outputs, updates) because batch_stats are mutable
 
 
 @dataclass(frozen=True)
@@ -70,13 +72,15 @@ class OptimizerIR:
     docstring: str  # one line, built from validated names and numbers
     schedule_expr: str | None  # `optax.<schedule>(...)`, bound to `schedule`; None: a number
     optimizer_expr: str  # `optax.<name>(...)`, in an `optax.chain` after clipping if asked
-    accumulate: int | None  # `optax.MultiSteps(..., every_k_schedule=N)`; None: not used
+    wrapper: str | None  # an expression wrapping the bound `optimizer` (gradient
+    #   accumulation: `optax.MultiSteps(optimizer, ...)`); None: `optimizer_expr` is returned
 
 
 @dataclass(frozen=True)
 class TermIR:
-    """One loss term or metric: its key in the metrics dict and its expression."""
+    """One loss term or metric: its name, its key in the metrics dict and its expression."""
 
+    name: str  # the spec name, a validated identifier (for beagle's own messages, not code)
     key: str  # Python string literal of the spec name (repr of a validated identifier)
     expr: str  # the expression computing it from `outputs`, `batch` and `params`
     shape_checks: tuple[str, ...]  # `check_same_shape(...)` calls that run before it
@@ -89,6 +93,7 @@ class LossesIR:
     terms: tuple[TermIR, ...]  # in spec order
     total_expr: str  # the weighted sum of `terms[...]`
     report_terms: bool  # several terms: each is reported as a metric too
+    unpack_target: str  # what compute_losses' terms are bound to: `terms` if reported, else `_`
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class StepIR:
     aux_values: str  # what loss_fn returns as aux
     aux_type: str  # the aux value's type hint
     metrics_expr: str  # the metrics dict of both steps (train_step may add skipped_steps)
+    update_call: str  # `state.apply_gradients(...)`, with the new batch_stats when kept
     nan_skip: bool  # keep the old state on a non-finite loss or gradient
     steps_per_call: int  # >1: train_step scans train_one_step over stacked batches
 
@@ -118,5 +124,6 @@ class ModuleIR:
     optimizer: OptimizerIR
     losses: LossesIR
     metrics: tuple[TermIR, ...]  # empty: no compute_metrics()
-    helpers: tuple[str, ...]  # helper functions the module defines (`catalog.HELPERS` order)
+    helpers: tuple[str, ...]  # helper functions the module defines, each a macro of that
+    #   name in `macros.jinja` (`catalog.HELPERS` order)
     step: StepIR

@@ -38,14 +38,22 @@ from beagle.compiler.ir import (
     StepIR,
     TermIR,
 )
-from beagle.spec.models import LossSpec, MetricSpec, ScheduleSpec, Spec
+from beagle.spec.models import (
+    IDENTIFIER_PATTERN,
+    IMPORT_PATH_PATTERN,
+    NAME_PATTERN,
+    LossSpec,
+    MetricSpec,
+    ScheduleSpec,
+    Spec,
+)
 
 __all__ = ["CompileError", "lower", "render_literal"]
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_MODULE_NAME = re.compile(r"[a-z_][a-z0-9_]*")
-_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
-_IMPORT_PATH = re.compile(rf"({_DOTTED}):({_DOTTED})")
+# The front end's patterns (`beagle.spec.models`), checked again here: one regex, two doors.
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+_MODULE_NAME = re.compile(NAME_PATTERN)
+_IMPORT_PATH = re.compile(IMPORT_PATH_PATTERN)
 _THIRD_PARTY = frozenset({"jax", "flax", "optax"})
 _MAX_LITERAL_DEPTH = 32
 
@@ -146,9 +154,9 @@ class _Imports:
 
     def user(self, path: object, what: str) -> str:
         """Import `package.module:Attribute[.more]`; return the expression that names it."""
-        if not isinstance(path, str) or not (match := _IMPORT_PATH.fullmatch(path)):
+        if not isinstance(path, str) or not _IMPORT_PATH.fullmatch(path):
             raise CompileError(f"{what} must be an import path 'package.module:Attribute'")
-        module, attribute = match.groups()
+        module, _, attribute = path.partition(":")
         parts = [*module.split("."), *attribute.split(".")]
         if any(keyword.iskeyword(part) for part in parts):
             raise CompileError(f"{what} must not contain a Python keyword, got {path!r}")
@@ -303,7 +311,8 @@ class _Lowering:
             mutable = train and model.batch_norm
             if mutable:
                 args.append('mutable=["batch_stats"]')
-            return ApplyIR(args=tuple(args), mutable=mutable)
+            targets = "model_out, updates" if mutable else "model_out"
+            return ApplyIR(targets=targets, args=tuple(args))
 
         constructor = f"{class_name}({', '.join(f'{k}={v}' for k, v in kwargs)})"
         return ModelIR(
@@ -341,14 +350,19 @@ class _Lowering:
             clip = render_literal(opt.clip_grad_norm)
             call = f"optax.chain(optax.clip_by_global_norm({clip}), {call},)"
             described.append(f"global-norm clipping at {clip}")
+        wrapper = None
         if opt.accumulate is not None:
-            described.append(f"gradients accumulated over {opt.accumulate} steps")
+            every = render_literal(opt.accumulate)
+            wrapper = (
+                f"optax.MultiSteps(optimizer, every_k_schedule={every}).gradient_transformation()"
+            )
+            described.append(f"gradients accumulated over {every} steps")
         docstring = ", ".join(described) + "."
         return OptimizerIR(
             docstring=docstring,
             schedule_expr=schedule_expr,
             optimizer_expr=call,
-            accumulate=opt.accumulate,
+            wrapper=wrapper,
         )
 
     def _keywords(self, values: Mapping[str, object], what: str) -> str:
@@ -379,7 +393,13 @@ class _Lowering:
                 total = f"-{scaled}" if sign == "-" else scaled
             else:
                 total += f" {sign} {scaled}"
-        return LossesIR(terms=terms, total_expr=total, report_terms=len(terms) > 1)
+        report = len(terms) > 1
+        return LossesIR(
+            terms=terms,
+            total_expr=total,
+            report_terms=report,
+            unpack_target="terms" if report else "_",
+        )
 
     def _term(
         self,
@@ -396,7 +416,7 @@ class _Lowering:
         if ":" in entry.fn:
             function = self.imports.user(entry.fn, f"{where}: fn")
             rendered = ", ".join(f"{arg}={self._arg(value, where)}" for arg, value in args.items())
-            return TermIR(key=key, expr=f"{function}({rendered})", shape_checks=())
+            return TermIR(name=name, key=key, expr=f"{function}({rendered})", shape_checks=())
         builtin = builtins_.get(entry.fn)
         if builtin is None:
             raise CompileError(f"{where}: {entry.fn!r} is not a built-in {kind.split()[0]}")
@@ -415,12 +435,12 @@ class _Lowering:
         if builtin.helper:
             self.helpers.add(builtin.helper)
         checks: tuple[str, ...] = ()
-        if builtin.same_shape:
+        if builtin.shape_guard:
             self.helpers.add("check_same_shape")
             label = repr(f"{kind} {name!r}")
             shaped = ", ".join(values[param] for param in builtin.same_shape)
             checks = (f"check_same_shape({label}, {shaped})",)
-        return TermIR(key=key, expr=builtin.expr.format(**values), shape_checks=checks)
+        return TermIR(name=name, key=key, expr=builtin.expr.format(**values), shape_checks=checks)
 
     def _arg(self, value: object, where: str) -> str:
         """A loss or metric argument: a reference, or a literal number, bool or list."""
@@ -481,6 +501,7 @@ class _Lowering:
         if train.nan == "skip":
             self.uses.add("jnp")
         signature = "outputs: Arrays, batch: Arrays"
+        update = "grads=grads, batch_stats=batch_stats" if model.batch_norm else "grads=grads"
         return StepIR(
             signature=f"params: Any, {signature}" if self.uses_params else signature,
             train_args=train_args,
@@ -491,6 +512,7 @@ class _Lowering:
             aux_values=aux_values if aux else "",
             aux_type=aux_type if aux else "",
             metrics_expr="{" + ", ".join(metrics) + "}",
+            update_call=f"state.apply_gradients({update})",
             nan_skip=train.nan == "skip",
             steps_per_call=train.steps_per_call,
         )

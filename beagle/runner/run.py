@@ -42,6 +42,8 @@ def _checkpoint_dir(loaded: LoadedSpec, log_dir: Path) -> Path | None:
 
 def _maximise(loaded: LoadedSpec, key: str) -> bool:
     """Whether a larger value of history key `key` is better."""
+    from beagle import catalog
+
     spec = loaded.spec
     for best in (
         spec.checkpoint.best if spec.checkpoint else None,
@@ -51,10 +53,9 @@ def _maximise(loaded: LoadedSpec, key: str) -> bool:
             return best.mode == "max"
     base = key.split("_", 1)[1] if key.startswith(("train_", "val_")) else key
     metric = spec.metrics.get(base)
-    if metric is not None and metric.fn in ("accuracy", "top_k_accuracy"):
-        return True
-    if metric is not None and metric.fn in ("mse", "mae"):
-        return False
+    builtin = catalog.METRICS.get(metric.fn) if metric is not None else None
+    if builtin is not None:
+        return builtin.maximise
     if base in spec.losses or base == "loss":
         return False
     return higher_is_better(base)
@@ -106,7 +107,7 @@ def run_spec(
         )
 
     from beagle.compiler import compile_spec
-    from beagle.runner import resume, wiring
+    from beagle.runner import resume, trace, wiring
 
     wiring.ensure_cwd_on_path()
     module_text = compile_spec(spec, loaded.source_name)
@@ -185,7 +186,7 @@ def run_spec(
     module = wiring.import_module_from_text(
         module_text, f"_beagle_run_{spec.name}", str(folder.module_file)
     )
-    wired = wiring.wire(loaded, module)
+    wired = trace.wire(loaded, module)
 
     if plan.resuming:
         assert plan.info is not None

@@ -14,34 +14,34 @@ It goes in stages so that a failure points at the spec entry involved:
    that cannot run on these arguments);
 6. `train_step` and `val_step` trace (anything else).
 
-`beagle run` makes the same checks (`check_model_call`, `check_batch_keys`, `init_problem`
-and `check_traced`) on the model, data and state it builds anyway, so it traces nothing
-twice.
+`beagle run` makes the same checks on the model, data and state it builds anyway, so it
+traces nothing twice: `wire` builds them from `beagle.runner.wiring`'s parts and checks
+each as `trace_spec` does, in the same order.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from beagle.catalog import LOSSES, METRICS
+from beagle import catalog
+from beagle.runner import wiring
 from beagle.spec import LoadedSpec, Problem, SpecError
 from beagle.spec.problems import did_you_mean, plural
 
 __all__ = [
+    "Wired",
     "check_batch_keys",
     "check_model_call",
     "check_traced",
     "init_problem",
     "trace_spec",
+    "wire",
 ]
 
 _KIND = {"losses": "loss", "metrics": "metric"}
-
-# Built-ins whose two arguments must have the same shape, and those taking integer labels.
-_SAME_SHAPE = {"mse", "mae", "huber", "softmax_cross_entropy_onehot",
-               "sigmoid_binary_cross_entropy", "gaussian_kl"}  # fmt: skip
-_INTEGER_LABELS = {"softmax_cross_entropy", "accuracy", "top_k_accuracy"}
 
 
 def _first_line(error: BaseException) -> str:
@@ -146,66 +146,83 @@ def _named_outputs(loaded: LoadedSpec, result: Any) -> dict[str, Any]:
     return named
 
 
+def _resolve(
+    term: Any, args: tuple[str, ...], outputs: Mapping[str, Any], batch: Mapping[str, Any]
+) -> list[Any] | None:
+    """The traced values of `term`'s arguments `args`; None if one is not a reference."""
+    values = []
+    for arg in args:
+        ref = term.args.get(arg)
+        if not isinstance(ref, str) or ref == "params":
+            return None
+        kind, _, key = ref.partition(".")
+        source = outputs if kind == "outputs" else batch
+        if key not in source:
+            return None
+        values.append(source[key])
+    return values
+
+
 def _check_term_shapes(
     loaded: LoadedSpec, outputs: Mapping[str, Any], batch: Mapping[str, Any]
 ) -> list[Problem]:
+    """The shape and label-kind rules of the built-ins (`catalog.Builtin`), on real shapes."""
     import jax.numpy as jnp
 
     problems = []
     spec = loaded.spec
-    for section, terms, catalog in (
-        ("losses", spec.losses, LOSSES),
-        ("metrics", spec.metrics, METRICS),
+    for section, terms, table in (
+        ("losses", spec.losses, catalog.LOSSES),
+        ("metrics", spec.metrics, catalog.METRICS),
     ):
         for name, term in terms.items():
-            builtin = catalog.get(term.fn)
-            if builtin is None or len(builtin.params) < 2:
+            builtin = table.get(term.fn)
+            if builtin is None:
                 continue
-            first, second = builtin.params[0], builtin.params[1]
-            values = {}
-            for arg in (first, second):
-                ref = term.args.get(arg)
-                if not isinstance(ref, str) or ref == "params":
-                    break
-                kind, _, key = ref.partition(".")
-                source = outputs if kind == "outputs" else batch
-                if key not in source:
-                    break
-                values[arg] = source[key]
-            else:
-                a, b = values[first], values[second]
-                where = (section, name, "args", second)
-                if term.fn in _SAME_SHAPE and tuple(a.shape) != tuple(b.shape):
+            same = builtin.same_shape
+            values = _resolve(term, same, outputs, batch) if same else None
+            if values is not None:
+                shapes = [tuple(value.shape) for value in values]
+                if any(shape != shapes[0] for shape in shapes[1:]):
+                    first, second = same[0], same[1]
                     problems.append(
                         loaded.problem(
-                            where,
+                            (section, name, "args", second),
                             f"{_KIND[section]} {name!r}: {first} ({term.args[first]}) has shape "
-                            f"{tuple(a.shape)} but {second} ({term.args[second]}) has shape "
-                            f"{tuple(b.shape)}; {term.fn} needs the same shape",
+                            f"{shapes[0]} but {second} ({term.args[second]}) has shape "
+                            f"{shapes[1]}; {term.fn} needs the same shape",
                         )
                     )
-                elif term.fn in _INTEGER_LABELS:
-                    if tuple(b.shape) != tuple(a.shape[:-1]):
-                        problems.append(
-                            loaded.problem(
-                                where,
-                                f"{_KIND[section]} {name!r}: {second} ({term.args[second]}) has "
-                                f"shape {tuple(b.shape)} but {first} ({term.args[first]}) has "
-                                f"shape {tuple(a.shape)}; {term.fn} needs integer labels of "
-                                f"shape {tuple(a.shape[:-1])}",
-                                "for one-hot labels use softmax_cross_entropy_onehot"
-                                if tuple(b.shape) == tuple(a.shape)
-                                else None,
-                            )
-                        )
-                    elif not jnp.issubdtype(b.dtype, jnp.integer):
-                        problems.append(
-                            loaded.problem(
-                                where,
-                                f"{_KIND[section]} {name!r}: {term.fn} needs integer labels, "
-                                f"but {term.args[second]} is {b.dtype}",
-                            )
-                        )
+                    continue
+            if not builtin.integer_labels:
+                continue
+            scores_arg, labels_arg = builtin.integer_labels
+            values = _resolve(term, builtin.integer_labels, outputs, batch)
+            if values is None:
+                continue
+            scores, labels = values
+            where = (section, name, "args", labels_arg)
+            if tuple(labels.shape) != tuple(scores.shape[:-1]):
+                problems.append(
+                    loaded.problem(
+                        where,
+                        f"{_KIND[section]} {name!r}: {labels_arg} ({term.args[labels_arg]}) has "
+                        f"shape {tuple(labels.shape)} but {scores_arg} ({term.args[scores_arg]}) "
+                        f"has shape {tuple(scores.shape)}; {term.fn} needs integer labels of "
+                        f"shape {tuple(scores.shape[:-1])}",
+                        "for one-hot labels use softmax_cross_entropy_onehot"
+                        if tuple(labels.shape) == tuple(scores.shape)
+                        else None,
+                    )
+                )
+            elif not jnp.issubdtype(labels.dtype, jnp.integer):
+                problems.append(
+                    loaded.problem(
+                        where,
+                        f"{_KIND[section]} {name!r}: {term.fn} needs integer labels, "
+                        f"but {term.args[labels_arg]} is {labels.dtype}",
+                    )
+                )
     return problems
 
 
@@ -275,8 +292,6 @@ def _check_terms(
     params: Any,
 ) -> list[Problem]:
     """Trace every loss term and metric on its own, as the generated module computes it."""
-    import ast
-
     import jax
 
     from beagle.compiler import lower
@@ -290,7 +305,7 @@ def _check_terms(
     ):
         kind = _KIND[section]
         for term_ir in term_irs:
-            name = ast.literal_eval(term_ir.key)
+            name = term_ir.name
             term = terms[name]
             body = [*term_ir.shape_checks, f"return {term_ir.expr}"]
             source = "def _term(outputs, batch, params):\n" + "".join(
@@ -356,11 +371,35 @@ def _train_flag_problem(loaded: LoadedSpec, model: Any, takes: list[str]) -> Pro
     )
 
 
+# flax's InvalidRngError: `Dropout_0 needs PRNG for "dropout" (https://...)`.
+_MISSING_STREAM = re.compile(r'needs PRNG for "([A-Za-z_][A-Za-z0-9_]*)"')
+
+
+def _rng_problem(loaded: LoadedSpec, error: Exception, mode: str) -> Problem | None:
+    """The problem of a model that draws on an RNG stream `model.rngs` does not name."""
+    match = _MISSING_STREAM.search(str(error))
+    if type(error).__name__ != "InvalidRngError" or match is None:
+        return None
+    stream = match.group(1)
+    streams = loaded.spec.model.rngs
+    message = (
+        f"the model draws on the RNG stream {stream!r} in {mode} mode, but model.rngs "
+        f"does not name it ({_first_line(error).split(' (http')[0]})"
+    )
+    if not streams:
+        return loaded.problem(("model",), message, f"add `rngs: [{stream}]` under model")
+    names = ", ".join([*streams, stream])
+    return loaded.problem(("model", "rngs"), message, f"add it: `rngs: [{names}]`")
+
+
 def init_problem(loaded: LoadedSpec, model: Any, inputs: list[Any], error: Exception) -> Problem:
     """The problem of a model that cannot be initialised on the batch's inputs."""
     flag = loaded.spec.model.train_flag
     if flag and isinstance(error, TypeError) and f"keyword argument '{flag}'" in str(error):
         return _train_flag_problem(loaded, model, [])
+    rngs = _rng_problem(loaded, error, "eval")
+    if rngs is not None:
+        return rngs
     shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
     return loaded.problem(
         ("model", "input"),
@@ -385,8 +424,6 @@ def check_traced(
     """
     import jax
 
-    from beagle.runner import wiring
-
     spec = loaded.spec
     batch = {key: jax.ShapeDtypeStruct(v.shape, v.dtype) for key, v in batch.items()}
     inputs = wiring.model_inputs(loaded, batch)
@@ -402,7 +439,8 @@ def check_traced(
         )
     except Exception as error:
         return [
-            loaded.problem(
+            _rng_problem(loaded, error, "training")
+            or loaded.problem(
                 ("model", "input"), f"the model fails in training mode: {_first_line(error)}"
             )
         ]
@@ -448,7 +486,6 @@ def _trace(loaded: LoadedSpec) -> list[Problem]:
     import jax
 
     from beagle.compiler import compile_spec
-    from beagle.runner import wiring
     from beagle.training import TrainState
 
     spec = loaded.spec
@@ -486,3 +523,44 @@ def _trace(loaded: LoadedSpec) -> list[Problem]:
         extra,
     )
     return check_traced(loaded, module, model, batch, variables, state, rngs, loop_key)
+
+
+@dataclass
+class Wired:
+    """Everything `train_loop` needs, built from a spec."""
+
+    module: Any
+    model: Any
+    state: Any
+    data: wiring.DataPlan
+    rng_key: Any  # the loop's key: step s draws fold_in(rng_key, s)
+
+
+def wire(loaded: LoadedSpec, module: Any) -> Wired:
+    """Build data, model and state for `module` (the imported generated module).
+
+    On the way it makes `trace_spec`'s checks on the real model, batch and state, so a
+    spec that `beagle check` rejects raises the same `SpecError` here.
+    """
+    plan = wiring.plan_data(loaded)
+    problems = check_batch_keys(loaded, plan.sample)
+    if problems:
+        raise SpecError(problems)
+    model = wiring.build_model(loaded)
+    problems = check_model_call(loaded, model)
+    if problems:
+        raise SpecError(problems)
+    init_key, loop_key = wiring.root_keys(loaded.spec.seed)
+    try:
+        variables = wiring.init_variables(loaded, model, plan.sample, init_key)
+    except SpecError:
+        raise
+    except Exception as error:  # the model cannot run on these inputs
+        inputs = wiring.model_inputs(loaded, plan.sample)
+        raise SpecError([init_problem(loaded, model, inputs, error)]) from None
+    state = wiring.build_state(loaded, model, variables, module)
+    rngs = wiring.init_rngs(loaded, init_key)
+    problems = check_traced(loaded, module, model, plan.sample, variables, state, rngs, loop_key)
+    if problems:
+        raise SpecError(problems)
+    return Wired(module, model, state, plan, loop_key)

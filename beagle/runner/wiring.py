@@ -4,6 +4,10 @@ Failures that a user fixes in the spec (an import path that does not resolve, ar
 the model class does not take, data that does not fit the batch size) become `SpecError`
 problems at the spec line involved, so `beagle run` exits 2 with the same kind of message
 as `beagle check`.
+
+These are the parts; `beagle.runner.trace` puts them together with its checks, as
+`trace_spec` (shapes only, for `beagle check`) and `wire` (real arrays, for `beagle run`).
+This module imports nothing else from the runner.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from beagle.spec.problems import did_you_mean, plural
 
 __all__ = [
     "DataPlan",
-    "Wired",
     "build_model",
     "build_state",
     "import_attribute",
@@ -36,7 +39,6 @@ __all__ = [
     "model_kwargs",
     "module_hash",
     "plan_data",
-    "wire",
 ]
 
 
@@ -345,54 +347,9 @@ def plan_data(loaded: LoadedSpec) -> DataPlan:
     return DataPlan(source, per_epoch, val_batches, validate, sample)
 
 
-@dataclass
-class Wired:
-    """Everything `train_loop` needs, built from a spec."""
-
-    module: Any
-    model: Any
-    state: Any
-    data: DataPlan
-    rng_key: Any  # the loop's key: step s draws fold_in(rng_key, s)
-
-
 def root_keys(seed: int) -> tuple[Any, Any]:
     """(init key, loop key), both pure functions of the spec's seed."""
     import jax
 
     init_key, loop_key = jax.random.split(jax.random.PRNGKey(seed))
     return init_key, loop_key
-
-
-def wire(loaded: LoadedSpec, module: Any) -> Wired:
-    """Build data, model and state for `module` (the imported generated module).
-
-    On the way it makes `beagle check`'s trace (`beagle.runner.trace`) on the real model,
-    batch and state, so a spec that `check` rejects raises the same `SpecError` here.
-    """
-    from beagle.runner import trace
-
-    plan = plan_data(loaded)
-    problems = trace.check_batch_keys(loaded, plan.sample)
-    if problems:
-        raise SpecError(problems)
-    model = build_model(loaded)
-    problems = trace.check_model_call(loaded, model)
-    if problems:
-        raise SpecError(problems)
-    init_key, loop_key = root_keys(loaded.spec.seed)
-    try:
-        variables = init_variables(loaded, model, plan.sample, init_key)
-    except SpecError:
-        raise
-    except Exception as error:  # the model cannot run on these inputs
-        inputs = model_inputs(loaded, plan.sample)
-        raise SpecError([trace.init_problem(loaded, model, inputs, error)]) from None
-    state = build_state(loaded, model, variables, module)
-    rngs = init_rngs(loaded, init_key)
-    problems = trace.check_traced(
-        loaded, module, model, plan.sample, variables, state, rngs, loop_key
-    )
-    if problems:
-        raise SpecError(problems)
-    return Wired(module, model, state, plan, loop_key)

@@ -25,6 +25,7 @@ NAME_PATTERN = r"^[a-z_][a-z0-9_]*$"
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 IMPORT_PATH_PATTERN = rf"^{_DOTTED}:{_DOTTED}$"
 REFERENCE_PATTERN = r"^(?:params|batch\.[A-Za-z_][A-Za-z0-9_]*|outputs\.[A-Za-z_][A-Za-z0-9_]*)$"
+BATCH_REFERENCE_PATTERN = r"^batch\.[A-Za-z_][A-Za-z0-9_]*$"
 
 
 def _not_keyword(value: str) -> str:
@@ -63,9 +64,7 @@ ImportPath = Annotated[
 Reference = Annotated[str, StringConstraints(pattern=REFERENCE_PATTERN, max_length=80)]
 """`params`, `batch.<key>` or `outputs.<name>`."""
 
-BatchReference = Annotated[
-    str, StringConstraints(pattern=r"^batch\.[A-Za-z_][A-Za-z0-9_]*$", max_length=80)
-]
+BatchReference = Annotated[str, StringConstraints(pattern=BATCH_REFERENCE_PATTERN, max_length=80)]
 
 Number = int | float
 Literal_ = Number | bool | list[Number]

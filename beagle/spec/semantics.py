@@ -20,13 +20,7 @@ from beagle.spec.models import IDENTIFIER_PATTERN, REFERENCE_PATTERN
 from beagle.spec.problems import Problem, choices_hint, closest, did_you_mean
 from beagle.spec.validate import show_value
 
-__all__ = ["BUILTIN_BATCH_KEYS", "LITERAL_BUILTIN_ARGS", "check_semantics", "history_keys"]
-
-# The keys of the batches the built-in data sources yield (SPEC.md, `data`).
-BUILTIN_BATCH_KEYS: dict[str, tuple[str, ...]] = {
-    "digits": ("image", "label"),
-    "synthetic": ("x", "y"),
-}
+__all__ = ["LITERAL_BUILTIN_ARGS", "check_semantics", "history_keys"]
 
 # Arguments of built-ins that take a literal (every other built-in argument is a reference).
 LITERAL_BUILTIN_ARGS: dict[str, str] = {"delta": "a positive number", "k": "a positive integer"}
@@ -161,7 +155,8 @@ def _check_batch_reference(
     if not isinstance(ref, str) or not ref.startswith("batch."):
         return
     source = _section(doc, "data", "source")
-    keys = BUILTIN_BATCH_KEYS.get(source) if isinstance(source, str) else None
+    builtin = catalog.SOURCES.get(source) if isinstance(source, str) else None
+    keys = builtin.batch_keys if builtin is not None else None
     key = ref[len("batch.") :]
     if keys is None or key in keys or not _is_identifier(key):
         return

@@ -30,6 +30,7 @@ from pydantic.fields import FieldInfo
 from beagle import catalog
 from beagle.spec.loader import Locator
 from beagle.spec.models import (
+    BATCH_REFERENCE_PATTERN,
     IDENTIFIER_PATTERN,
     IMPORT_PATH_PATTERN,
     NAME_PATTERN,
@@ -48,8 +49,6 @@ from beagle.spec.problems import (
 )
 
 __all__ = ["check_structure", "describe_type", "drop_null_mappings", "show_value"]
-
-_BATCH_PATTERN = r"^batch\.[A-Za-z_][A-Za-z0-9_]*$"
 
 
 def show_value(value: Any) -> str:
@@ -77,7 +76,7 @@ _PATTERN_NOUNS = {
     NAME_PATTERN: "a lower-case name",
     IMPORT_PATH_PATTERN: "an import path 'package.module:Attribute'",
     REFERENCE_PATTERN: "a reference ('outputs.<name>', 'batch.<key>' or 'params')",
-    _BATCH_PATTERN: "a 'batch.<key>' reference",
+    BATCH_REFERENCE_PATTERN: "a 'batch.<key>' reference",
 }
 
 
@@ -109,14 +108,14 @@ def _pattern_problem(
             module, _, attribute = value.rpartition(".")
             hint = f"did you mean '{module}:{attribute}'?"
         return f"{shown} is not an import path of the form 'package.module:Attribute'", hint
-    if pattern in (REFERENCE_PATTERN, _BATCH_PATTERN):
-        allowed = ("batch",) if pattern == _BATCH_PATTERN else ("outputs", "batch")
+    if pattern in (REFERENCE_PATTERN, BATCH_REFERENCE_PATTERN):
+        allowed = ("batch",) if pattern == BATCH_REFERENCE_PATTERN else ("outputs", "batch")
         hint = None
         head, dot, rest = value.partition(".")
         near = closest(head, allowed, n=1)
         if dot and near and re.fullmatch(r"[A-Za-z_]\w*", rest, re.ASCII):
             hint = f"did you mean '{near[0]}.{rest}'?"
-        if pattern == _BATCH_PATTERN:
+        if pattern == BATCH_REFERENCE_PATTERN:
             return f"{shown} is not a batch reference: write 'batch.<key>'", hint
         return (
             f"{shown} is not a reference: write 'outputs.<name>', 'batch.<key>' or 'params'",
