@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 from ruamel.yaml import YAML
 
-from beagle.spec import spec_json_schema
+from beagle.spec import SpecError, load_spec, spec_json_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
@@ -75,3 +75,50 @@ def test_schema_rejects_malformed_specs(change: tuple[str, ...], value: Any) -> 
     parent[change[-1]] = value
     with pytest.raises(jsonschema.ValidationError):
         _validator().validate(document)
+
+
+# --- held-out invalid specs -----------------------------------------------------------
+
+HELD_OUT = sorted((Path(__file__).parent / "schema_invalid").glob("*.yaml"))
+
+
+def test_there_are_at_least_22_held_out_invalid_specs() -> None:
+    assert len(HELD_OUT) >= 22
+
+
+@pytest.mark.parametrize("path", HELD_OUT, ids=[p.stem for p in HELD_OUT])
+def test_schema_rejects_every_held_out_invalid_spec(path: Path) -> None:
+    """Each file holds one mistake the front end reports; the schema must catch it too."""
+    with pytest.raises(SpecError):
+        load_spec(path, imports="none")
+    document = YAML(typ="safe", pure=True).load(path.read_text())
+    assert list(_validator().iter_errors(document)), f"the schema accepts {path.name}"
+
+
+# --- descriptions ---------------------------------------------------------------------
+
+
+def _schema_nodes(node: Any, where: str = "") -> list[tuple[str, Any]]:
+    found = [(where, node)]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found.extend(_schema_nodes(value, f"{where}/{key}"))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found.extend(_schema_nodes(value, f"{where}/{index}"))
+    return found
+
+
+def test_every_key_and_definition_in_the_schema_has_a_description() -> None:
+    schema = spec_json_schema()
+    missing = [
+        f"{where}/{key}"
+        for where, node in _schema_nodes(schema)
+        # `if` clauses are conditions on keys described elsewhere
+        if where.endswith("/properties") and isinstance(node, dict) and "/if/" not in where
+        for key, value in node.items()
+        if not value.get("description")
+    ]
+    missing += [name for name, value in schema["$defs"].items() if not value.get("description")]
+    assert not missing, missing
+    assert schema["description"]
