@@ -113,6 +113,38 @@ def test_no_rule_sits_beside_a_ref_where_draft_7_would_ignore_it() -> None:
             assert set(node) <= {"$ref", "description", "default"}, where
 
 
+@pytest.mark.parametrize(
+    ("change", "value"),
+    [
+        (("losses", "mse"), None),  # renamed below: one loss may be called `loss`
+        (("metrics",), None),  # `metrics:` with nothing below it
+        (("model", "args"), None),
+        (("losses", "mse", "args", "targets"), "params"),
+        (("model", "args"), {"features": [16, 1], "opts": {"a": [0.5, None, "s", True]}}),
+        (("optimizer", "learning_rate"), 1.0e308),
+        (("optimizer", "args"), {"b1": 0.9, "mask": None, "nesterov": True}),
+        (("model", "rngs"), ["dropout", "sample"]),
+        (("data", "val_fraction"), 0.0),  # no validation section: nothing held out is fine
+        (("losses", "mse", "weight"), -0.5),
+        (("model", "outputs"), {"a": "outputs", "b": "outputs_2"}),
+        (("early_stopping",), {"metric": "train_loss", "mode": "min", "patience": 1}),
+    ],
+)
+def test_schema_accepts_valid_specs_near_its_rules(change: tuple[str, ...], value: Any) -> None:
+    import copy
+
+    document = copy.deepcopy(MINIMAL)
+    if change == ("losses", "mse"):
+        document["losses"] = {"loss": document["losses"]["mse"]}
+    else:
+        parent = document
+        for key in change[:-1]:
+            parent = parent[key]
+        parent[change[-1]] = value
+    assert _models_problems(document) == []
+    _validator().validate(document)
+
+
 # --- descriptions ---------------------------------------------------------------------
 
 
@@ -271,55 +303,24 @@ _SMALL: dict[str, Any] = {
 # JSON Schema), and strings ending in a newline (Python's `re`, which `jsonschema` uses,
 # lets `$` match before a final newline; the ECMA-262 regexes of JSON Schema and of editors
 # do not).
+_INTS = st.sampled_from([-1, 0, 1, 2, 3, 70])
+_FLOATS = st.sampled_from([0.5, -1.5, 1e-3, 2.5, float("inf"), -float("inf"), float("nan")])
+_STRINGS = st.sampled_from(
+    [
+        "", "x", "adam", "adamm", "mse", "huber", "accuracy", "top_k_accuracy",
+        "softmax_crossentropy", "linear_schedule", "linear_decay", "batch.x", "batch.y",
+        "outputs.logits", "outputs.nope", "params", "pkg.mod:fn", "pkg.class:fn", "pkg.mod",
+        "class", "lambda", "None", "A-b", "val-acc", "é", "1abc", "a" * 70, "auto", "min",
+        "skip", "digits", "python", "npz", "regression", "loss", "skipped_steps",
+        "learning_rate", "dropout", "train", "val_loss",
+    ]
+)  # fmt: skip
 _VALUES = st.one_of(
     st.none(),
     st.booleans(),
-    st.sampled_from([-1, 0, 1, 2, 3, 70]),
-    st.sampled_from([0.5, -1.5, 1e-3, 2.5, float("inf"), -float("inf"), float("nan")]),
-    st.sampled_from(
-        [
-            "",
-            "x",
-            "adam",
-            "adamm",
-            "mse",
-            "huber",
-            "accuracy",
-            "top_k_accuracy",
-            "softmax_crossentropy",
-            "linear_schedule",
-            "linear_decay",
-            "batch.x",
-            "batch.y",
-            "outputs.logits",
-            "outputs.nope",
-            "params",
-            "pkg.mod:fn",
-            "pkg.class:fn",
-            "pkg.mod",
-            "class",
-            "lambda",
-            "None",
-            "A-b",
-            "val-acc",
-            "é",
-            "1abc",
-            "a" * 70,
-            "auto",
-            "min",
-            "skip",
-            "digits",
-            "python",
-            "npz",
-            "regression",
-            "loss",
-            "skipped_steps",
-            "learning_rate",
-            "dropout",
-            "train",
-            "val_loss",
-        ]
-    ),  # fmt: skip
+    _INTS,
+    _FLOATS,
+    _STRINGS,
     st.sampled_from([[], [1, 2], ["a", "a"], ["dropout", "params"], [0.5, float("inf")]]),
     st.sampled_from([{}, {"x": 1}, {"class": 1}, {"a-b": 1}, {"k": float("nan")}, {"x": {}}]),
 )
@@ -354,8 +355,13 @@ def _documents(draw: st.DrawFn) -> dict[str, Any]:
         for part in path[:-1]:
             parent = parent[part]
         target = parent[path[-1]] if path else doc
-        action = draw(st.sampled_from(["set", "set", "set", "delete", "add", "rename"]))
-        if action == "add" and isinstance(target, dict):
+        action = draw(st.sampled_from(["alike", "alike", "set", "set", "delete", "add", "rename"]))
+        if action == "alike" and path and isinstance(target, (bool, int, float, str)):
+            # Another value of the same kind: the rules on numbers and names, within one type.
+            kinds = ((bool, st.booleans()), (int, _INTS), (float, _FLOATS), (str, _STRINGS))
+            alike = next(values for kind, values in kinds if isinstance(target, kind))
+            parent[path[-1]] = draw(alike)
+        elif action == "add" and isinstance(target, dict):
             target[draw(_KEYS)] = copy.deepcopy(draw(_VALUES))
         elif action == "rename" and path and isinstance(parent, dict):
             parent[draw(_KEYS)] = parent.pop(path[-1])
