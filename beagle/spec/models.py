@@ -86,50 +86,106 @@ class _Section(BaseModel):
 
 
 class ModelSpec(_Section):
-    class_path: ImportPath = Field(alias="class")
-    args: dict[Identifier, object] = Field(default_factory=dict)
-    input: BatchReference | Annotated[list[BatchReference], Field(min_length=1)] = "batch.x"
-    batch_norm: bool = False
-    train_flag: Identifier | None = "train"
-    rngs: list[Identifier] = Field(default_factory=list)
+    """The Flax model: its class, arguments, inputs, outputs, BatchNorm and RNG streams."""
+
+    class_path: ImportPath = Field(
+        alias="class",
+        description="Import path 'package.module:Attribute' of a flax.linen.Module subclass; "
+        "the built-ins are beagle.models:MLP and beagle.models:CNN.",
+    )
+    args: dict[Identifier, object] = Field(
+        default_factory=dict, description="Keyword arguments for the class."
+    )
+    input: BatchReference | Annotated[list[BatchReference], Field(min_length=1)] = Field(
+        default="batch.x",
+        description="A 'batch.<key>' reference, or a list of them for a model that takes "
+        "several inputs: what the model is called with.",
+    )
+    batch_norm: bool = Field(
+        default=False,
+        description="The model has BatchNorm: the state carries batch_stats, training "
+        "updates them, validation uses the running averages.",
+    )
+    train_flag: Identifier | None = Field(
+        default="train",
+        description="The keyword through which the model learns whether it is training "
+        "(null when it takes none); required with batch_norm or rngs.",
+    )
+    rngs: list[Identifier] = Field(
+        default_factory=list,
+        description="Names of the RNG streams the model draws on in training (dropout, a "
+        "VAE's sample), each derived per step; never 'params', each named once.",
+    )
     outputs: (
         Identifier
         | Annotated[list[Identifier], Field(min_length=1)]
         | Annotated[dict[Identifier, Identifier], Field(min_length=1)]
-    ) = "outputs"
+    ) = Field(
+        default="outputs",
+        description="Names of what the model returns: a name (one array), a list of "
+        "distinct names (a tuple of that length), or {key: name} (a dict).",
+    )
+
+
+_VAL_FRACTION = "The share of the examples held out for validation, split by seed."
 
 
 class _DataBase(_Section):
-    batch_size: int = Field(ge=1)
-    shuffle: bool = True
-    drop_remainder: bool = True
+    batch_size: int = Field(ge=1, description="Examples per batch.")
+    shuffle: bool = Field(default=True, description="Shuffle the training examples each epoch.")
+    drop_remainder: bool = Field(
+        default=True,
+        description="An epoch has examples // batch_size batches, all the same shape; with "
+        "false the last batch is smaller and costs one more compilation.",
+    )
 
 
 class DigitsData(_DataBase):
-    source: Literal["digits"]
-    val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    """scikit-learn's bundled 8x8 handwritten digits: batch keys image and label."""
+
+    source: Literal["digits"] = Field(description="The data source.")
+    val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0, description=_VAL_FRACTION)
 
 
 class SyntheticData(_DataBase):
-    source: Literal["synthetic"]
-    task: Literal["regression", "classification"]
-    examples: int = Field(default=1024, ge=1)
-    features: int = Field(default=8, ge=1)
-    classes: int = Field(default=2, ge=2)
-    noise: float = Field(default=0.1, ge=0.0)
-    val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    """Synthetic regression or classification data, deterministic from seed: keys x, y."""
+
+    source: Literal["synthetic"] = Field(description="The data source.")
+    task: Literal["regression", "classification"] = Field(
+        description="regression: float targets y of shape N x 1; classification: integer labels y."
+    )
+    examples: int = Field(default=1024, ge=1, description="How many examples to make.")
+    features: int = Field(default=8, ge=1, description="Width of each example x.")
+    classes: int = Field(default=2, ge=2, description="Number of classes (classification).")
+    noise: float = Field(default=0.1, ge=0.0, description="Standard deviation of the noise.")
+    val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0, description=_VAL_FRACTION)
 
 
 class NpzData(_DataBase):
-    source: Literal["npz"]
-    train: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
-    val: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    """Arrays from .npz files: one array per batch key, the same first dimension."""
+
+    source: Literal["npz"] = Field(description="The data source.")
+    train: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
+        description="Path of the training .npz file, relative to the current directory."
+    )
+    val: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+        default=None, description="Path of the validation .npz file (optional)."
+    )
 
 
 class PythonData(_DataBase):
-    source: Literal["python"]
-    train: ImportPath
-    val: ImportPath | None = None
+    """Batches from functions of your own; train.batches_per_epoch is then required."""
+
+    source: Literal["python"] = Field(description="The data source.")
+    train: ImportPath = Field(
+        description="'package.module:function' taking the batch size and returning a fresh "
+        "iterator of batch dicts."
+    )
+    val: ImportPath | None = Field(
+        default=None,
+        description="The same for validation batches (optional; with validation, "
+        "validation.batches is then required).",
+    )
 
 
 DataSpec = Annotated[
@@ -141,85 +197,194 @@ class ScheduleSpec(BaseModel):
     """`{schedule: <optax schedule name>, <its keyword args>}`."""
 
     model_config = ConfigDict(extra="allow", strict=True, frozen=True, allow_inf_nan=False)
-    schedule: Identifier
+    schedule: Identifier = Field(
+        description="The name of an optax schedule; the other keys are its keyword "
+        "arguments, finite numbers."
+    )
     # Extra keys are the schedule's keyword arguments; `beagle.spec.semantics` checks
     # that each is an identifier with an OptaxArgValue.
 
 
 class OptimizerSpec(_Section):
-    name: Identifier
-    learning_rate: Annotated[Number, Field(gt=0)] | ScheduleSpec
-    args: dict[Identifier, OptaxArgValue] = Field(default_factory=dict)
-    clip_grad_norm: Annotated[Number, Field(gt=0)] | None = None
-    accumulate: int | None = Field(default=None, ge=1)
+    """The optax optimizer, its learning rate and what wraps it."""
+
+    name: Identifier = Field(
+        description="The name of an optax function returning a GradientTransformation "
+        "(adam, adamw, sgd, lamb, ...)."
+    )
+    learning_rate: Annotated[Number, Field(gt=0)] | ScheduleSpec = Field(
+        description="A number above 0, or a schedule: {schedule: <optax schedule name>, "
+        "<its keyword arguments>}."
+    )
+    args: dict[Identifier, OptaxArgValue] = Field(
+        default_factory=dict,
+        description="Further keyword arguments of that optax function (not learning_rate).",
+    )
+    clip_grad_norm: Annotated[Number, Field(gt=0)] | None = Field(
+        default=None,
+        description="Chains optax.clip_by_global_norm with this maximum norm before the optimizer.",
+    )
+    accumulate: int | None = Field(
+        default=None,
+        ge=1,
+        description="Gradient accumulation over that many steps (optax.MultiSteps).",
+    )
+
+
+_FN = (
+    "A built-in name, or 'package.module:function' for a function of your own that returns "
+    "a scalar."
+)
+_ARGS = (
+    "Keyword -> value: a reference ('outputs.<name>', 'batch.<key>' or 'params'), or a "
+    "literal number, boolean or list of numbers."
+)
 
 
 class LossSpec(_Section):
-    fn: Identifier | ImportPath
-    args: dict[Identifier, ArgValue] = Field(default_factory=dict)
-    weight: Number = 1.0
+    """A loss term; the weighted sum of the terms is the metric `loss`."""
+
+    fn: Identifier | ImportPath = Field(description=_FN)
+    args: dict[Identifier, ArgValue] = Field(default_factory=dict, description=_ARGS)
+    weight: Number = Field(
+        default=1.0, description="The term's weight in the sum (negative subtracts)."
+    )
 
 
 class MetricSpec(_Section):
-    fn: Identifier | ImportPath
-    args: dict[Identifier, ArgValue] = Field(default_factory=dict)
+    """A metric, reported under its name in the history."""
+
+    fn: Identifier | ImportPath = Field(description=_FN)
+    args: dict[Identifier, ArgValue] = Field(default_factory=dict, description=_ARGS)
 
 
 class TrainSpec(_Section):
-    epochs: int = Field(ge=1)
-    batches_per_epoch: int | None = Field(default=None, ge=1)
-    steps_per_call: int = Field(default=1, ge=1)
-    nan: Literal["stop", "skip"] = "stop"
+    """How long to train, and how each step runs."""
+
+    epochs: int = Field(ge=1, description="How many epochs to train.")
+    batches_per_epoch: int | None = Field(
+        default=None,
+        ge=1,
+        description="Batches per epoch (default: training examples // batch_size); "
+        "required with data source python.",
+    )
+    steps_per_call: int = Field(
+        default=1,
+        ge=1,
+        description="How many steps one jitted call runs, fused with jax.lax.scan; must "
+        "divide batches_per_epoch.",
+    )
+    nan: Literal["stop", "skip"] = Field(
+        default="stop",
+        description="On a non-finite loss or gradient: stop the run, or skip the step and "
+        "count it in skipped_steps.",
+    )
+
+
+_METRIC = "A history key such as val_loss or train_accuracy."
+_MODE = "min: lower is better; max: higher is better."
 
 
 class EarlyStoppingSpec(_Section):
-    metric: Identifier
-    mode: Mode
-    patience: int = Field(ge=1)
-    min_delta: Number = Field(default=0.0, ge=0)
+    """Stop when a history key has not improved for `patience` epochs."""
+
+    metric: Identifier = Field(description=_METRIC)
+    mode: Mode = Field(description=_MODE)
+    patience: int = Field(ge=1, description="Epochs without improvement before stopping.")
+    min_delta: Number = Field(
+        default=0.0, ge=0, description="The smallest change that counts as an improvement."
+    )
 
 
 class ValidationSpec(_Section):
-    every: int = Field(default=1, ge=1)
-    batches: int | None = Field(default=None, ge=1)
+    """Validation during training; absent: no validation."""
+
+    every: int = Field(default=1, ge=1, description="Validate every this many epochs.")
+    batches: int | None = Field(
+        default=None,
+        ge=1,
+        description="Batches per validation (default: all full validation batches); "
+        "required with data source python.",
+    )
 
 
 class BestSpec(_Section):
-    metric: Identifier
-    mode: Mode
+    """Also keep the checkpoint with the best value of a history key."""
+
+    metric: Identifier = Field(description=_METRIC)
+    mode: Mode = Field(description=_MODE)
 
 
 class CheckpointSpec(_Section):
-    dir: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
-    every: int = Field(default=1, ge=1)
-    keep: int = Field(default=3, ge=1)
-    best: BestSpec | None = None
+    """orbax checkpoints; absent: no checkpoints, and nothing to resume."""
+
+    dir: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+        default=None, description="Where checkpoints go (default <log.dir>/checkpoints)."
+    )
+    every: int = Field(default=1, ge=1, description="Save every this many epochs.")
+    keep: int = Field(default=3, ge=1, description="How many recent checkpoints to keep.")
+    best: BestSpec | None = Field(
+        default=None, description="Keep the best checkpoint by a history key (optional)."
+    )
 
 
 class ParallelSpec(_Section):
-    data: Literal["auto"] | Annotated[int, Field(ge=1)]
+    """Data parallelism with jax.sharding (later: run refuses it for now)."""
+
+    data: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        description="auto: every local device; or a device count."
+    )
 
 
 class LogSpec(_Section):
-    dir: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
-    plot: bool = True
-    tensorboard: bool = False
+    """The run folder: history, CSV, curves, TensorBoard."""
+
+    dir: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+        default=None, description="The run folder (default runs/<name>)."
+    )
+    plot: bool = Field(default=True, description="Write a PNG of the curves.")
+    tensorboard: bool = Field(default=False, description="Write TensorBoard event files.")
 
 
 class Spec(_Section):
     """A whole spec file, version 1."""
 
-    version: Annotated[Literal[1], BeforeValidator(_not_bool)]
-    name: ModuleName
-    seed: int = Field(default=0, ge=0)
-    model: ModelSpec
-    data: DataSpec
-    optimizer: OptimizerSpec
-    losses: dict[Identifier, LossSpec] = Field(min_length=1)
-    metrics: dict[Identifier, MetricSpec] = Field(default_factory=dict)
-    train: TrainSpec
-    early_stopping: EarlyStoppingSpec | None = None
-    validation: ValidationSpec | None = None
-    checkpoint: CheckpointSpec | None = None
-    parallel: ParallelSpec | None = None
-    log: LogSpec | None = None
+    version: Annotated[Literal[1], BeforeValidator(_not_bool)] = Field(
+        description="The spec language version: 1."
+    )
+    name: ModuleName = Field(
+        description="Lower-case name, not a Python keyword: the generated module is "
+        "generated/<name>.py."
+    )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        description="Seeds parameter init, data shuffling and the per-step RNG keys.",
+    )
+    model: ModelSpec = Field(description="The model.")
+    data: DataSpec = Field(
+        description="The data source (digits, synthetic, npz or python) and batching."
+    )
+    optimizer: OptimizerSpec = Field(description="The optimizer.")
+    losses: dict[Identifier, LossSpec] = Field(
+        min_length=1,
+        description="Name -> loss term, one or more, in order; the weighted sum is "
+        "reported as loss.",
+    )
+    metrics: dict[Identifier, MetricSpec] = Field(
+        default_factory=dict,
+        description="Name -> metric; names distinct from the losses', from loss and from "
+        "skipped_steps.",
+    )
+    train: TrainSpec = Field(description="Epochs and steps.")
+    early_stopping: EarlyStoppingSpec | None = Field(
+        default=None, description="Stop early on a history key (optional)."
+    )
+    validation: ValidationSpec | None = Field(
+        default=None, description="Validation during training; absent: none."
+    )
+    checkpoint: CheckpointSpec | None = Field(
+        default=None, description="Checkpoints; absent: none, and nothing to resume."
+    )
+    parallel: ParallelSpec | None = Field(default=None, description="Data parallelism (later).")
+    log: LogSpec | None = Field(default=None, description="The run folder and its files.")

@@ -9,6 +9,7 @@ repeated output name at `outputs`, a reference to an undeclared output at the re
 
 from __future__ import annotations
 
+import keyword
 import math
 import re
 from collections.abc import Iterator
@@ -377,7 +378,7 @@ def _check_optimizer(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
     for key, value in schedule.items():
         if key == "schedule":
             continue
-        if not _is_identifier(key) or key in ("class", "def", "lambda", "import"):
+        if not _is_identifier(key) or keyword.iskeyword(key):
             yield loc.problem(
                 (*path, key),
                 f"{show_value(key)} is not a valid argument name",
