@@ -85,7 +85,7 @@ def run_spec(
     loaded: LoadedSpec,
     *,
     restart: bool = False,
-    progress: bool = True,
+    progress: bool = False,
     notify: Callable[[str], None] = lambda message: None,
 ) -> RunResult:
     """Train the spec `loaded` (overrides already applied) and write its run folder.
