@@ -22,7 +22,7 @@ from beagle.spec.validate import show_value
 
 __all__ = ["BUILTIN_BATCH_KEYS", "LITERAL_BUILTIN_ARGS", "check_semantics", "history_keys"]
 
-# The keys of the batches the built-in data sources yield (SPEC.md, `data`).
+# The keys of the batches the built-in data sources yield (docs/spec.md, `data`).
 BUILTIN_BATCH_KEYS: dict[str, tuple[str, ...]] = {
     "digits": ("image", "label"),
     "synthetic": ("x", "y"),
