@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["Best", "RunRefused", "RunResult"]
+__all__ = ["Best", "BestCheckpoint", "RunRefused", "RunResult"]
 
 
 class RunRefused(Exception):
@@ -22,6 +22,26 @@ class Best:
 
     value: float
     epoch: int
+
+
+@dataclass(frozen=True)
+class BestCheckpoint:
+    """The checkpoint to load for the best model, judged by one history key.
+
+    `metric` is `checkpoint.best.metric`, else `early_stopping.metric`, else `val_loss`
+    (`train_loss` without validation). `path` is the checkpoint folder, among those left on
+    disk, of the epoch with the best value of `metric`; `epoch` and `value` are that
+    epoch's. When the best epoch of the whole history has no checkpoint (it was not a saved
+    epoch, or `keep` removed it), `best_epoch` names it and `unsaved` says why.
+    """
+
+    metric: str
+    path: Path | None  # None: no checkpoint at the end of an epoch with a value is left
+    epoch: int | None
+    value: float | None
+    best_epoch: int  # the epoch with the best value of `metric` in the history
+    best_value: float
+    unsaved: str | None = None  # why `best_epoch` has no checkpoint; None when it has one
 
 
 @dataclass
@@ -45,6 +65,7 @@ class RunResult:
     state: Any = None  # the final TrainState (None when already complete)
     # `stopped early at epoch N (early_stopping on <metric>)` when early stopping ended it
     stopped_early: str | None = None
+    best_checkpoint: BestCheckpoint | None = None  # None without checkpoints
 
     @property
     def steps_per_s(self) -> float:

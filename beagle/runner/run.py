@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 from beagle import __version__
 from beagle.runner.artifacts import RunFolder, TensorBoardLog, higher_is_better
-from beagle.runner.result import Best, RunRefused, RunResult
+from beagle.runner.result import Best, BestCheckpoint, RunRefused, RunResult
 from beagle.spec import LoadedSpec, Problem, SpecError
 
 
@@ -79,6 +80,71 @@ def _final_and_best(
         epoch = (index + 1) * val_every if key.startswith("val_") else index + 1
         best[key] = Best(value, epoch)
     return final, best
+
+
+def _selection_metric(loaded: LoadedSpec, history: dict[str, list[float]]) -> str | None:
+    """The history key that picks the best checkpoint (see `BestCheckpoint`)."""
+    spec = loaded.spec
+    for named in (spec.checkpoint.best if spec.checkpoint else None, spec.early_stopping):
+        if named is not None and named.metric in history:
+            return named.metric
+    for key in ("val_loss", "train_loss"):
+        if key in history:
+            return key
+    return None
+
+
+def _best_checkpoint(
+    loaded: LoadedSpec,
+    history: dict[str, list[float]],
+    checkpoint_dir: Path | None,
+    val_every: int,
+) -> BestCheckpoint | None:
+    """Which checkpoint left in `checkpoint_dir` holds the best model, and whether the
+    history's best epoch has one (see `BestCheckpoint`)."""
+    checkpoint = loaded.spec.checkpoint
+    metric = _selection_metric(loaded, history)
+    if checkpoint is None or checkpoint_dir is None or metric is None:
+        return None
+    from beagle.training import checkpoint_info
+    from beagle.training.checkpoint import checkpoint_path, checkpoint_steps
+
+    every = val_every if metric.startswith("val_") else 1
+    values = {
+        (index + 1) * every: float(value)
+        for index, value in enumerate(history[metric])
+        if math.isfinite(value)
+    }
+    if not values:
+        return None
+    pick = max if _maximise(loaded, metric) else min  # the first of equal values, like the loop
+    best_epoch = pick(values, key=values.__getitem__)
+    saved: dict[int, Path] = {}
+    for step in checkpoint_steps(checkpoint_dir):
+        info = checkpoint_info(checkpoint_path(checkpoint_dir, step))
+        if info.position == 0:  # the end of an epoch, not an interrupted one
+            saved.setdefault(info.epoch, Path(checkpoint_dir) / info.path.name)
+    candidates = [epoch for epoch in values if epoch in saved]
+    epoch = pick(candidates, key=values.__getitem__) if candidates else None
+    unsaved = None
+    if best_epoch not in saved:
+        last = max(len(v) for k, v in history.items() if k.startswith("train_"))
+        if best_epoch % checkpoint.every and best_epoch != last:
+            unsaved = f"not a saved epoch (checkpoint.every: {checkpoint.every})"
+        else:
+            unsaved = (
+                f"its checkpoint was removed (checkpoint.keep: {checkpoint.keep} keeps the "
+                "latest; checkpoint.best keeps the best too)"
+            )
+    return BestCheckpoint(
+        metric=metric,
+        path=None if epoch is None else saved[epoch],
+        epoch=epoch,
+        value=None if epoch is None else values[epoch],
+        best_epoch=best_epoch,
+        best_value=values[best_epoch],
+        unsaved=unsaved,
+    )
 
 
 def run_spec(
@@ -177,6 +243,7 @@ def run_spec(
             files=files,
             notes=[note],
             stopped_early=stopped,
+            best_checkpoint=_best_checkpoint(loaded, history, checkpoint_dir, val_every),
         )
 
     # Wire and trace before anything is written: an unusable spec leaves no run folder and
@@ -260,6 +327,7 @@ def run_spec(
         files=files,
         notes=notes,
         state=final_state,
+        best_checkpoint=_best_checkpoint(loaded, history, checkpoint_dir, val_every),
     )
 
 
