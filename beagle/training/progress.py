@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import jax
+import numpy as np
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -21,7 +23,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from beagle.training.metrics import format_metrics
+from beagle.training.metrics import fetch_to_host, format_metrics
 
 LINE_WIDTH = 100
 """The epoch lines wrap to stay within this many columns."""
@@ -66,6 +68,17 @@ def epoch_lines(
     else:
         lines[-1] += tail
     return lines
+
+
+def ready_values(metrics: Mapping[str, jax.Array] | None) -> dict[str, float] | None:
+    """A finished step's metrics on the host, or None if that step still runs."""
+    if not isinstance(metrics, Mapping):
+        return None  # none yet, or not a dict (the fold reports that)
+    leaves = jax.tree_util.tree_leaves(metrics)
+    if not all(not isinstance(x, jax.Array) or x.is_ready() for x in leaves):  # type: ignore[attr-defined]
+        return None
+    host = fetch_to_host(metrics)
+    return {name: float(np.asarray(value).reshape(-1)[-1]) for name, value in host.items()}
 
 
 class _StepsPerSecond(ProgressColumn):
