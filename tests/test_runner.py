@@ -506,7 +506,7 @@ def test_rerun_messages_for_an_extended_and_an_early_stopped_run(
         result = run_spec(load(es), restart=False, progress=False)
     assert not [r for r in caplog.records if "did not provide metrics" in r.getMessage()]
     status = "stopped early at epoch 4 (early_stopping on val_loss)"
-    assert result.status == "done" and result.epochs == 4 and result.stopped_early == status
+    assert result.status == "done" and result.epochs == 4 and result.stop_reason == status
     assert status in render(result)
     notes.clear()
     result = run_spec(load(es), restart=False, progress=False, notify=notes.append)

@@ -37,9 +37,9 @@ def summary_renderable(result: RunResult) -> Panel:
     facts.add_column(style="bold")
     facts.add_column()
     if result.status == "done":
-        state = result.stopped_early or "done"
-    elif result.stopped_early:
-        state = f"already complete: {result.stopped_early}; nothing to train"
+        state = result.stop_reason or "done"
+    elif result.stop_reason:
+        state = f"already complete: {result.stop_reason}; nothing to train"
     else:
         state = "already complete: nothing to train"
     facts.add_row("status", state)
