@@ -154,7 +154,7 @@ def _best_checkpoint(
     epoch = pick(candidates, key=values.__getitem__) if candidates else None
     unsaved = None
     if best_epoch not in saved:
-        last = max(len(v) for k, v in history.items() if k.startswith("train_"))
+        last = max((len(v) for k, v in history.items() if k.startswith("train_")), default=0)
         if best_epoch % checkpoint.every and best_epoch != last:
             unsaved = f"not a saved epoch (checkpoint.every: {checkpoint.every})"
         else:
