@@ -137,10 +137,14 @@ def run(
     overrides: Sequence[str] = (),
     *,
     restart: bool = False,
-    progress: bool = True,
+    progress: bool = False,
     notify: Callable[[str], None] = lambda message: None,
 ) -> RunResult:
-    """Compile the spec (overrides applied) and train it; see `beagle.runner.run_spec`."""
+    """Compile the spec (overrides applied) and train it; see `beagle.runner.run_spec`.
+
+    `progress=True` shows a progress bar and a line per epoch on the terminal; the default
+    keeps this function silent, like the rest of the API (the CLI asks for it explicitly).
+    """
     loaded = load_spec(path, overrides, imports="import")
     from beagle.runner import run_spec
 

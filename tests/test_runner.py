@@ -89,6 +89,11 @@ def test_synthetic_run_writes_the_run_folder(in_tmp: Path) -> None:
     assert result.steps == 24 and result.steps_per_s > 0 and result.epochs == 3
     assert result.final["val_loss"] == result.history["val_loss"][-1]
     assert result.best["val_loss"].value == min(result.history["val_loss"])
+    best = result.best_checkpoint
+    assert best is not None and best.metric == "val_loss" and best.unsaved is None
+    assert best.path == Path("runs/tiny/checkpoints/checkpoint_24") and best.epoch == 3
+    assert best.epoch == result.best["val_loss"].epoch and best.value == best.best_value
+    assert f"best checkpoint  {best.path} (epoch 3, val_loss " in render(result)
 
 
 def test_finished_run_rerun_is_already_complete_and_more_epochs_extend_it(in_tmp: Path) -> None:
@@ -501,7 +506,7 @@ def test_rerun_messages_for_an_extended_and_an_early_stopped_run(
         result = run_spec(load(es), restart=False, progress=False)
     assert not [r for r in caplog.records if "did not provide metrics" in r.getMessage()]
     status = "stopped early at epoch 4 (early_stopping on val_loss)"
-    assert result.status == "done" and result.epochs == 4 and result.stopped_early == status
+    assert result.status == "done" and result.epochs == 4 and result.stop_reason == status
     assert status in render(result)
     notes.clear()
     result = run_spec(load(es), restart=False, progress=False, notify=notes.append)
@@ -525,3 +530,41 @@ def test_refused_resume_shows_parsed_values(in_tmp: Path) -> None:
     with pytest.raises(RunRefused) as refused:
         run_spec(load(spec, "optimizer.learning_rate=0.1"), restart=False, progress=False)
     assert "optimizer.learning_rate: 0.002 -> 0.1" in str(refused.value)
+
+
+def test_summary_says_when_the_best_epoch_has_no_checkpoint(in_tmp: Path) -> None:
+    # mode: max makes epoch 1 the best (the loss falls), so its checkpoint is the one missing.
+    every_two = TINY.format(epochs=3, log_dir="runs/every").replace(
+        "checkpoint: {every: 1, keep: 2}",
+        "checkpoint: {every: 2, keep: 3, best: {metric: val_loss, mode: max}}",
+    )
+    result = run_spec(load(write_spec(in_tmp, every_two, "every.yaml")), progress=False)
+    best = result.best_checkpoint
+    assert best is not None and best.metric == "val_loss" and best.best_epoch == 1
+    assert best.path == Path("runs/every/checkpoints/checkpoint_16") and best.epoch == 2
+    assert best.value == result.history["val_loss"][1]
+    assert best.best_value == result.history["val_loss"][0] > best.value
+    assert best.unsaved == "not a saved epoch (checkpoint.every: 2)"
+    # the loop's own record of its best checkpoint agrees
+    from beagle.training import checkpoint_info, latest_checkpoint
+
+    info = checkpoint_info(latest_checkpoint(in_tmp / "runs/every/checkpoints") or in_tmp)
+    assert info.best is not None and info.best["epoch"] == 2 and info.best["step"] == 16
+    text = render(result)
+    assert f"best checkpoint  {best.path} (epoch 2, val_loss " in text
+    assert "at epoch 1, has no checkpoint: not a saved epoch (checkpoint.every: 2)" in text
+
+    keep_one = (
+        TINY.format(epochs=3, log_dir="runs/keep")
+        .replace("checkpoint: {every: 1, keep: 2}", "checkpoint: {every: 1, keep: 1}")
+        .replace(
+            "validation: {every: 1}",
+            "validation: {every: 1}\nearly_stopping: {metric: val_loss, mode: max, patience: 5}",
+        )
+    )
+    result = run_spec(load(write_spec(in_tmp, keep_one, "keep.yaml")), progress=False)
+    best = result.best_checkpoint
+    assert best is not None and best.best_epoch == 1 and best.epoch == 3
+    assert best.path == Path("runs/keep/checkpoints/checkpoint_24")
+    assert best.unsaved is not None and "removed (checkpoint.keep: 1" in best.unsaved
+    assert "at epoch 1, has no checkpoint: its checkpoint was removed" in render(result)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from test_training_helpers import (
 )
 
 from beagle.training import (
+    EarlyStopping,
     TrainState,
     checkpoint_info,
     latest_checkpoint,
@@ -226,3 +228,40 @@ def test_resume_from_a_save_checkpoint_folder_says_to_load_it_instead(tmp_path: 
     with pytest.raises(FileExistsError, match="pass resume=True") as refused:
         _train(tmp_path, 1)
     assert "another checkpoint_dir" in str(refused.value)
+
+
+def _raw_record(path: Path) -> dict[str, Any]:
+    import orbax.checkpoint as ocp
+
+    checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+    restored = checkpointer.restore(
+        path.absolute(), args=ocp.args.Composite(record=ocp.args.JsonRestore())
+    )
+    return dict(restored["record"])
+
+
+def test_the_loop_and_save_checkpoint_write_the_same_record_fields(tmp_path: Path) -> None:
+    from beagle.training.checkpoint import read_record
+    from beagle.training.resume import ResumeRecord
+
+    early = EarlyStopping("val_loss", "min", patience=3)
+    _train(tmp_path / "loop", 2, early_stopping=early, metadata={"spec_hash": "abc"})
+    saved = save_checkpoint(make_state(), tmp_path / "saved", 7, metadata={"spec_hash": "abc"})
+    from_loop = _raw_record(tmp_path / "loop" / "checkpoint_20")
+    from_save = _raw_record(saved)
+    assert set(from_loop) == set(from_save) == {f.name for f in fields(ResumeRecord)}
+    assert {k for k, v in from_save.items() if v is None} == {
+        "num_batches",
+        "steps_per_call",
+        "rng_key",
+        "partial",
+        "early_stopping",
+        "best",
+    }
+    # Every field survives the round trip through JSON, the loop's own ones included.
+    record = read_record(tmp_path / "loop" / "checkpoint_20")
+    assert ResumeRecord.from_json(record.to_json()) == record
+    assert record.to_json() == from_loop
+    assert record.from_loop and record.validations == 2 and record.num_batches == 10
+    assert record.early_stopping is not None and record.rng_key is not None
+    assert not read_record(saved).from_loop and read_record(saved).step == 7

@@ -325,6 +325,39 @@ def test_progress_prints_a_line_per_epoch(capsys: pytest.CaptureFixture[str]) ->
     assert "steps/s" in lines[1]
 
 
+TEN_METRICS = ("loss", "accuracy", "cross_entropy", "l2_penalty", "top5_accuracy")
+
+
+def _five_metrics(step: Any) -> Any:
+    def wrapped(state: Any, batch: dict, rng_key: jax.Array) -> tuple[Any, dict]:
+        state, metrics = step(state, batch, rng_key)
+        loss = metrics["loss"]
+        return state, {name: loss * (i + 1) for i, name in enumerate(TEN_METRICS)}
+
+    return wrapped
+
+
+def test_epoch_lines_with_ten_metrics_fit_100_columns(capsys: pytest.CaptureFixture[str]) -> None:
+    train_loop(
+        make_state(),
+        _five_metrics(train_step),
+        data_fn,
+        2,
+        10,
+        KEY,
+        val_step_fn=_five_metrics(val_step),
+        val_data_iterator=lambda: data_fn(0),
+    )
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 100
+    for prefix in ("train_", "val_"):
+        for name in TEN_METRICS:
+            assert out.count(f"{prefix}{name}: ") == 2, (prefix, name, out)
+    epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert [line[:10] for line in epochs] == ["epoch 1/2 ", "epoch 2/2 "]
+    assert out.count("steps/s)") == 2
+
+
 def test_progress_bar_shows_rate_eta_and_metrics_on_a_terminal() -> None:
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=160)

@@ -5,13 +5,14 @@ existing checkpoint folder means; `artifacts` and `summary` write and show the r
 `trace` is `beagle check`'s `eval_shape` pass.
 """
 
-from beagle.runner.result import Best, RunRefused, RunResult
+from beagle.runner.result import Best, BestCheckpoint, RunRefused, RunResult
 from beagle.runner.run import run_spec
 from beagle.runner.summary import print_summary, summary_renderable
 from beagle.runner.trace import trace_spec
 
 __all__ = [
     "Best",
+    "BestCheckpoint",
     "RunRefused",
     "RunResult",
     "print_summary",

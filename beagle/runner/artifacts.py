@@ -15,12 +15,14 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from beagle.training.history import History
 
 __all__ = [
-    "History",
     "RunFolder",
     "TensorBoardLog",
     "base_metrics",
@@ -29,8 +31,6 @@ __all__ = [
     "validated_epochs",
     "write_text_atomic",
 ]
-
-History = Mapping[str, Sequence[float]]
 
 # Metric names whose larger values are better; everything else (losses, errors) is smaller.
 _HIGHER_IS_BETTER = ("acc", "f1", "auc", "precision", "recall", "iou", "dice", "r2", "score")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-__all__ = ["Best", "RunRefused", "RunResult"]
+if TYPE_CHECKING:
+    from beagle.training.history import History
+
+__all__ = ["Best", "BestCheckpoint", "RunRefused", "RunResult"]
 
 
 class RunRefused(Exception):
@@ -14,6 +17,11 @@ class RunRefused(Exception):
 
     The message says what is wrong and what to do about it; the CLI prints it as it is.
     """
+
+
+def early_stop_reason(epoch: int, metric: str | None) -> str:
+    """`stopped early at epoch N (early_stopping on <metric>)`."""
+    return f"stopped early at epoch {epoch} (early_stopping on {metric})"
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,26 @@ class Best:
     epoch: int
 
 
+@dataclass(frozen=True)
+class BestCheckpoint:
+    """The checkpoint to load for the best model, judged by one history key.
+
+    `metric` is `checkpoint.best.metric`, else `early_stopping.metric`, else `val_loss`
+    (`train_loss` without validation). `path` is the checkpoint folder, among those left on
+    disk, of the epoch with the best value of `metric`; `epoch` and `value` are that
+    epoch's. When the best epoch of the whole history has no checkpoint (it was not a saved
+    epoch, or `keep` removed it), `best_epoch` names it and `unsaved` says why.
+    """
+
+    metric: str
+    path: Path | None  # None: no checkpoint at the end of an epoch with a value is left
+    epoch: int | None
+    value: float | None
+    best_epoch: int  # the epoch with the best value of `metric` in the history
+    best_value: float
+    unsaved: str | None = None  # why `best_epoch` has no checkpoint; None when it has one
+
+
 @dataclass
 class RunResult:
     """The outcome of `run_spec`."""
@@ -31,7 +59,7 @@ class RunResult:
     status: Literal["done", "already_complete"]
     name: str
     run_dir: Path
-    history: dict[str, list[float]]
+    history: History
     final: dict[str, float]  # each history key's last value
     best: dict[str, Best]  # each history key's best value (max for accuracies, else min)
     wall_time_s: float  # the whole of this invocation: compile, set-up, training, files
@@ -43,8 +71,16 @@ class RunResult:
     files: dict[str, Path] = field(default_factory=dict)  # what -> where
     notes: list[str] = field(default_factory=list)  # what the run said along the way
     state: Any = None  # the final TrainState (None when already complete)
-    # `stopped early at epoch N (early_stopping on <metric>)` when early stopping ended it
-    stopped_early: str | None = None
+    stopped_early: bool = False  # early stopping ended the run (`CheckpointInfo.stopped_early`)
+    early_stopping_metric: str | None = None  # the history key early stopping watches
+    best_checkpoint: BestCheckpoint | None = None  # None without checkpoints
+
+    @property
+    def stop_reason(self) -> str | None:
+        """`stopped early at epoch N (early_stopping on <metric>)`, or None."""
+        if not self.stopped_early:
+            return None
+        return early_stop_reason(self.epochs, self.early_stopping_metric)
 
     @property
     def steps_per_s(self) -> float:

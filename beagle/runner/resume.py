@@ -16,9 +16,12 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beagle.runner.result import RunRefused
+
+if TYPE_CHECKING:
+    from beagle.training import CheckpointInfo
 
 __all__ = [
     "ResumePlan",
@@ -40,7 +43,7 @@ class ResumePlan:
     """What this invocation does about existing checkpoints."""
 
     checkpoint: Path | None  # the checkpoint to continue from (None: start fresh)
-    info: Any | None  # its beagle.training.CheckpointInfo
+    info: CheckpointInfo | None  # what the checkpoint's record says
     complete: bool  # the run already did all it was asked to: nothing to train
 
     @property
@@ -187,12 +190,6 @@ def plan_resume(
                 version=version,
             )
         )
-    complete = bool(info.finished) and (
-        info.epoch >= epochs or _stopped_early(info) or info.epoch > epochs
-    )
+    # A run that early stopping ended would stop again at once: more epochs do not extend it.
+    complete = info.finished and (info.epoch >= epochs or info.stopped_early)
     return ResumePlan(latest, info, complete)
-
-
-def _stopped_early(info: Any) -> bool:
-    """Whether the finished run ended by early stopping (so more epochs would not run)."""
-    return bool(getattr(info, "stopped_early", False))

@@ -17,15 +17,42 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from beagle import __version__
 from beagle.runner.artifacts import RunFolder, TensorBoardLog, higher_is_better
-from beagle.runner.result import Best, RunRefused, RunResult
+from beagle.runner.result import Best, BestCheckpoint, RunRefused, RunResult, early_stop_reason
 from beagle.spec import LoadedSpec, Problem, SpecError
+
+if TYPE_CHECKING:
+    import jax
+
+    from beagle.runner.resume import ResumePlan
+    from beagle.runner.trace import Wired
+    from beagle.training.history import History
+
+
+class StepFunction(Protocol):
+    """A generated `train_step` or `val_step`: `(state, batch, rng_key) -> (state, metrics)`.
+
+    The state is a flax `TrainState` (beagle's, or flax's own when the spec names no batch
+    statistics); the metrics are scalars, or `(steps_per_call,)` arrays of them.
+    """
+
+    def __call__(
+        self, state: Any, batch: Mapping[str, Any], rng_key: jax.Array, /
+    ) -> tuple[Any, Mapping[str, jax.Array]]: ...
+
+
+class StepModule(Protocol):
+    """What `beagle run` uses of the generated module it imported: its two steps."""
+
+    train_step: StepFunction
+    val_step: StepFunction
 
 
 def _log_dir(loaded: LoadedSpec) -> Path:
@@ -62,7 +89,7 @@ def _maximise(loaded: LoadedSpec, key: str) -> bool:
 
 
 def _final_and_best(
-    loaded: LoadedSpec, history: dict[str, list[float]], val_every: int
+    loaded: LoadedSpec, history: History, val_every: int
 ) -> tuple[dict[str, float], dict[str, Best]]:
     final: dict[str, float] = {}
     best: dict[str, Best] = {}
@@ -82,11 +109,76 @@ def _final_and_best(
     return final, best
 
 
+def _selection_metric(loaded: LoadedSpec, history: History) -> str | None:
+    """The history key that picks the best checkpoint (see `BestCheckpoint`)."""
+    spec = loaded.spec
+    for named in (spec.checkpoint.best if spec.checkpoint else None, spec.early_stopping):
+        if named is not None and named.metric in history:
+            return named.metric
+    for key in ("val_loss", "train_loss"):
+        if key in history:
+            return key
+    return None
+
+
+def _best_checkpoint(
+    loaded: LoadedSpec,
+    history: History,
+    checkpoint_dir: Path | None,
+    val_every: int,
+) -> BestCheckpoint | None:
+    """Which checkpoint left in `checkpoint_dir` holds the best model, and whether the
+    history's best epoch has one (see `BestCheckpoint`)."""
+    checkpoint = loaded.spec.checkpoint
+    metric = _selection_metric(loaded, history)
+    if checkpoint is None or checkpoint_dir is None or metric is None:
+        return None
+    from beagle.training import checkpoint_info
+    from beagle.training.checkpoint import checkpoint_path, checkpoint_steps
+
+    every = val_every if metric.startswith("val_") else 1
+    values = {
+        (index + 1) * every: float(value)
+        for index, value in enumerate(history[metric])
+        if math.isfinite(value)
+    }
+    if not values:
+        return None
+    pick = max if _maximise(loaded, metric) else min  # the first of equal values, like the loop
+    best_epoch = pick(values, key=values.__getitem__)
+    saved: dict[int, Path] = {}
+    for step in checkpoint_steps(checkpoint_dir):
+        info = checkpoint_info(checkpoint_path(checkpoint_dir, step))
+        if info.position == 0:  # the end of an epoch, not an interrupted one
+            saved.setdefault(info.epoch, Path(checkpoint_dir) / info.path.name)
+    candidates = [epoch for epoch in values if epoch in saved]
+    epoch = pick(candidates, key=values.__getitem__) if candidates else None
+    unsaved = None
+    if best_epoch not in saved:
+        last = max((len(v) for k, v in history.items() if k.startswith("train_")), default=0)
+        if best_epoch % checkpoint.every and best_epoch != last:
+            unsaved = f"not a saved epoch (checkpoint.every: {checkpoint.every})"
+        else:
+            unsaved = (
+                f"its checkpoint was removed (checkpoint.keep: {checkpoint.keep} keeps the "
+                "latest; checkpoint.best keeps the best too)"
+            )
+    return BestCheckpoint(
+        metric=metric,
+        path=None if epoch is None else saved[epoch],
+        epoch=epoch,
+        value=None if epoch is None else values[epoch],
+        best_epoch=best_epoch,
+        best_value=values[best_epoch],
+        unsaved=unsaved,
+    )
+
+
 def run_spec(
     loaded: LoadedSpec,
     *,
     restart: bool = False,
-    progress: bool = True,
+    progress: bool = False,
     notify: Callable[[str], None] = lambda message: None,
 ) -> RunResult:
     """Train the spec `loaded` (overrides already applied) and write its run folder.
@@ -108,6 +200,7 @@ def run_spec(
 
     from beagle.compiler import compile_spec
     from beagle.runner import resume, trace, wiring
+    from beagle.training.history import copy_history
 
     wiring.ensure_cwd_on_path()
     module_text = compile_spec(spec, loaded.source_name)
@@ -132,19 +225,19 @@ def run_spec(
     files = {"run folder": folder.path}
     if plan.complete:
         assert plan.info is not None and plan.checkpoint is not None
-        history = {k: [float(v) for v in vs] for k, vs in dict(plan.info.history).items()}
+        history = copy_history(plan.info.history)
         _create(loaded, folder)
         if not folder.history_file.is_file() or not folder.metrics_file.is_file():
             folder.write_history(history)
         if spec.log is None or spec.log.plot:
             if not folder.curves_file.is_file():
                 folder.write_curves(history, spec.name, maximise)
-        epochs_done = int(plan.info.epoch)
-        stopped = _stopped_early(loaded, epochs_done) if plan.info.stopped_early else None
-        if stopped is not None:
+        epochs_done = plan.info.epoch
+        stopped_early = plan.info.stopped_early
+        if stopped_early:
             note = (
-                f"{spec.name} is already complete: it {stopped} ({plan.checkpoint}); "
-                "nothing to train (--restart starts over)"
+                f"{spec.name} is already complete: it {_early_stop(loaded, epochs_done)} "
+                f"({plan.checkpoint}); nothing to train (--restart starts over)"
             )
         elif epochs_done > spec.train.epochs:
             note = (
@@ -177,7 +270,9 @@ def run_spec(
             resumed_from=None,
             files=files,
             notes=[note],
-            stopped_early=stopped,
+            stopped_early=stopped_early,
+            early_stopping_metric=_early_stopping_metric(loaded),
+            best_checkpoint=_best_checkpoint(loaded, history, checkpoint_dir, val_every),
         )
 
     # Wire and trace before anything is written: an unusable spec leaves no run folder and
@@ -202,19 +297,19 @@ def run_spec(
         folder.clear_outputs()
     _create(loaded, folder)
     folder.write_sources(loaded.text, module_text)
-    start_step = int(plan.info.step) if plan.resuming and plan.info is not None else 0
-    start_epoch = int(plan.info.epoch) if plan.resuming and plan.info is not None else 0
+    start_step = plan.info.step if plan.resuming and plan.info is not None else 0
+    start_epoch = plan.info.epoch if plan.resuming and plan.info is not None else 0
 
     tensorboard = (
         TensorBoardLog(folder.tensorboard_dir, val_every=val_every, resume_epoch=start_epoch)
         if spec.log is not None and spec.log.tensorboard
         else None
     )
-    latest: dict[str, list[float]] = {}
+    latest: History = {}
 
-    def on_epoch_end(epoch: int, history: dict[str, list[float]]) -> None:
+    def on_epoch_end(epoch: int, history: History) -> None:
         latest.clear()
-        latest.update({k: [float(v) for v in vs] for k, vs in history.items()})
+        latest.update(copy_history(history))
         folder.write_history(latest)
         if tensorboard is not None:
             tensorboard.log_epoch(epoch, latest)
@@ -234,18 +329,20 @@ def run_spec(
         train_time = time.perf_counter() - train_started
         if tensorboard is not None:
             tensorboard.close()
-    history = {k: [float(v) for v in vs] for k, vs in history.items()}
+    history = copy_history(history)
     folder.write_history(history)
     if plot:
         folder.write_curves(history, spec.name, maximise)
     final, best = _final_and_best(loaded, history, val_every)
     files.update(_existing_files(folder, checkpoint_dir))
     epochs = max((len(v) for k, v in history.items() if k.startswith("train_")), default=0)
-    stopped = _stopped_early(loaded, epochs) if epochs < spec.train.epochs else None
-    if stopped is not None:
-        notes.append(f"{spec.name} {stopped}")
+    # train_loop returns early (without raising) only when early stopping ends the run
+    stopped_early = spec.early_stopping is not None and epochs < spec.train.epochs
+    if stopped_early:
+        notes.append(f"{spec.name} {_early_stop(loaded, epochs)}")
     return RunResult(
-        stopped_early=stopped,
+        stopped_early=stopped_early,
+        early_stopping_metric=_early_stopping_metric(loaded),
         status="done",
         name=spec.name,
         run_dir=folder.path,
@@ -261,15 +358,18 @@ def run_spec(
         files=files,
         notes=notes,
         state=final_state,
+        best_checkpoint=_best_checkpoint(loaded, history, checkpoint_dir, val_every),
     )
 
 
-def _stopped_early(loaded: LoadedSpec, epoch: int) -> str | None:
-    """`stopped early at epoch N (early_stopping on <metric>)`, or None without early stopping."""
+def _early_stopping_metric(loaded: LoadedSpec) -> str | None:
     stopping = loaded.spec.early_stopping
-    if stopping is None:
-        return None
-    return f"stopped early at epoch {epoch} (early_stopping on {stopping.metric})"
+    return None if stopping is None else stopping.metric
+
+
+def _early_stop(loaded: LoadedSpec, epoch: int) -> str:
+    """`RunResult.stop_reason`, before there is a result."""
+    return early_stop_reason(epoch, _early_stopping_metric(loaded))
 
 
 def _blocking_file(path: Path) -> Path | None:
@@ -331,19 +431,20 @@ def _existing_files(folder: RunFolder, checkpoint_dir: Path | None) -> dict[str,
 
 def _train(
     loaded: LoadedSpec,
-    wired: Any,
+    wired: Wired,
     checkpoint_dir: Path | None,
-    plan: Any,
-    on_epoch_end: Any,
+    plan: ResumePlan,
+    on_epoch_end: Callable[[int, History], None],
     module_hash: str,
     progress: bool,
-) -> tuple[Any, dict[str, list[float]]]:
+) -> tuple[Any, History]:
     """Call `train_loop` with everything the spec says."""
     from beagle.runner.resume import BEAGLE_VERSION, MODULE_HASH, SPEC_HASH, SPEC_TEXT
     from beagle.training import EarlyStopping, NonFiniteLossError, train_loop
 
     spec = loaded.spec
     data = wired.data
+    steps: StepModule = wired.module
     options: dict[str, Any] = {}
     if checkpoint_dir is not None and spec.checkpoint is not None:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -363,13 +464,10 @@ def _train(
             options.update(
                 best_metric=spec.checkpoint.best.metric, best_mode=spec.checkpoint.best.mode
             )
-    if data.validate and spec.validation is not None:
-        options.update(
-            val_step_fn=wired.module.val_step,
-            val_data_iterator=data.source.val_iterator,
-            val_num_batches=data.val_batches,
-            val_every=spec.validation.every,
-        )
+    validation = spec.validation if data.validate else None
+    validating = validation is not None
+    if validation is not None:
+        options["val_every"] = validation.every
     if spec.early_stopping is not None:
         es = spec.early_stopping
         options["early_stopping"] = EarlyStopping(
@@ -381,7 +479,20 @@ def _train(
         options["nan_mode"] = spec.train.nan
     with _quiet_orbax_untracked_metric():
         try:
-            return _call_train_loop(train_loop, wired, spec, data, progress, on_epoch_end, options)
+            return train_loop(
+                state=wired.state,
+                train_step_fn=steps.train_step,
+                data_iterator_fn=data.source.train_iterator,
+                num_epochs=spec.train.epochs,
+                num_batches=data.batches_per_epoch,
+                rng_key=wired.rng_key,
+                val_step_fn=steps.val_step if validating else None,
+                val_data_iterator=data.source.val_iterator if validating else None,
+                val_num_batches=data.val_batches if validating else None,
+                show_progress=progress,
+                on_epoch_end=on_epoch_end,
+                **options,
+            )
         except NonFiniteLossError as error:
             # With one loss term the step reports only `loss`: name the term it comes from.
             if len(spec.losses) == 1 and "loss" in error.names:
@@ -416,26 +527,3 @@ def _quiet_orbax_untracked_metric() -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(drop)
-
-
-def _call_train_loop(
-    train_loop: Any,
-    wired: Any,
-    spec: Any,
-    data: Any,
-    progress: bool,
-    on_epoch_end: Any,
-    options: dict[str, Any],
-) -> tuple[Any, dict[str, list[float]]]:
-    final_state, history = train_loop(
-        state=wired.state,
-        train_step_fn=wired.module.train_step,
-        data_iterator_fn=data.source.train_iterator,
-        num_epochs=spec.train.epochs,
-        num_batches=data.batches_per_epoch,
-        rng_key=wired.rng_key,
-        show_progress=progress,
-        on_epoch_end=on_epoch_end,
-        **options,
-    )
-    return final_state, history

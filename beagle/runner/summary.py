@@ -26,20 +26,20 @@ def summary_renderable(result: RunResult) -> Panel:
     table.add_column("best", justify="right")
     table.add_column("at epoch", justify="right")
     for key, final in result.final.items():
-        best = result.best.get(key)
+        best_value = result.best.get(key)
         table.add_row(
             key,
             _format(final, key),
-            _format(best.value, key) if best else "",
-            str(best.epoch) if best else "",
+            _format(best_value.value, key) if best_value else "",
+            str(best_value.epoch) if best_value else "",
         )
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
     if result.status == "done":
-        state = result.stopped_early or "done"
-    elif result.stopped_early:
-        state = f"already complete: {result.stopped_early}; nothing to train"
+        state = result.stop_reason or "done"
+    elif result.stop_reason:
+        state = f"already complete: {result.stop_reason}; nothing to train"
     else:
         state = "already complete: nothing to train"
     facts.add_row("status", state)
@@ -49,6 +49,22 @@ def summary_renderable(result: RunResult) -> Panel:
             "wall time", f"{result.wall_time_s:.1f} s (training {result.train_time_s:.1f} s)"
         )
         facts.add_row("steps", f"{result.steps} at {result.steps_per_s:,.1f} steps/s")
+    best = result.best_checkpoint
+    if best is not None:
+        if best.path is None:
+            facts.add_row("best checkpoint", f"none left with a value of {best.metric}")
+        else:
+            facts.add_row(
+                "best checkpoint",
+                f"{best.path} (epoch {best.epoch}, {best.metric} "
+                f"{_format(best.value or 0.0, best.metric)})",
+            )
+        if best.unsaved is not None:
+            facts.add_row(
+                "",
+                f"the best {best.metric}, {_format(best.best_value, best.metric)} at epoch "
+                f"{best.best_epoch}, has no checkpoint: {best.unsaved}",
+            )
     if result.resumed_from is not None:
         facts.add_row("resumed from", str(result.resumed_from))
     for what, path in result.files.items():

@@ -1,7 +1,7 @@
 """Checks of the import paths a spec names: the model class, user losses and metrics,
 python data functions, and (with imports) the optax optimizer and schedule signatures.
 
-Two depths, as SPEC.md says:
+Two depths, as docs/spec.md ("Errors") says:
 
 - `find` (`beagle gen`): only whether each path's module can be found, with the current
   directory on `sys.path`. No user code runs: a dotted module is looked up one part at a

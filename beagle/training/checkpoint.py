@@ -1,11 +1,11 @@
 """Checkpoints on orbax: `checkpoint_dir/checkpoint_<global step>`, complete or absent.
 
 Each checkpoint folder holds two orbax items: `state` (the whole `TrainState`: step,
-params, optimizer state, batch statistics) and `record` (JSON: epoch and position in it,
-RNG key, history, on-device partial-epoch sums, early-stopping and best-metric state,
-metadata). Orbax writes a folder under a temporary name and renames it when complete, so
-a kill during a save leaves the previous checkpoints usable; `latest_checkpoint` only
-sees completed folders.
+params, optimizer state, batch statistics) and `record` (JSON: a `ResumeRecord`, see
+`resume.py`: epoch and position in it, RNG key, history, on-device partial-epoch sums,
+early-stopping and best-metric state, metadata). Orbax writes a folder under a temporary
+name and renames it when complete, so a kill during a save leaves the previous
+checkpoints usable; `latest_checkpoint` only sees completed folders.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from typing import Any, TypeVar
 import jax
 import orbax.checkpoint as ocp
 
+from beagle.training.history import History
+from beagle.training.resume import ResumeRecord
+
 CHECKPOINT_PREFIX = "checkpoint"
 _NAME = re.compile(rf"{CHECKPOINT_PREFIX}_(\d+)")
 _STATE = "state"
 _RECORD = "record"
-RECORD_FORMAT = 1
 _BEST_STEP = "best_step"  # the orbax metric of a checkpoint the loop marked as its best
 
 StateT = TypeVar("StateT")
@@ -46,8 +48,8 @@ class CheckpointInfo:
     position: int
     finished: bool
     metadata: dict[str, str]
-    history: dict[str, list[float]]
-    stopped_early: bool = False
+    history: History
+    stopped_early: bool = False  # early stopping ended the run
     best: dict[str, Any] | None = None
 
 
@@ -84,8 +86,8 @@ def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
     return checkpoint_path(checkpoint_dir, steps[-1]) if steps else None
 
 
-def read_record(path: str | Path) -> dict[str, Any]:
-    """The JSON record of the checkpoint at `path`."""
+def read_record(path: str | Path) -> ResumeRecord:
+    """The record of the checkpoint at `path`."""
     path = Path(path)
     if not _is_complete(path):
         raise FileNotFoundError(f"{path} is not a complete beagle checkpoint")
@@ -93,7 +95,7 @@ def read_record(path: str | Path) -> dict[str, Any]:
     restored = checkpointer.restore(
         path.absolute(), args=ocp.args.Composite(**{_RECORD: ocp.args.JsonRestore()})
     )
-    return dict(restored[_RECORD])
+    return ResumeRecord.from_json(restored[_RECORD])
 
 
 def checkpoint_info(path: str | Path) -> CheckpointInfo:
@@ -101,14 +103,14 @@ def checkpoint_info(path: str | Path) -> CheckpointInfo:
     record = read_record(path)
     return CheckpointInfo(
         path=Path(path),
-        step=int(record["step"]),
-        epoch=int(record.get("epoch", 0)),
-        position=int(record.get("position", 0)),
-        finished=bool(record.get("finished", False)),
-        metadata=dict(record.get("metadata") or {}),
-        history={k: list(v) for k, v in (record.get("history") or {}).items()},
-        stopped_early=bool((record.get("early_stopping") or {}).get("stopped", False)),
-        best=record.get("best"),
+        step=record.step,
+        epoch=record.epoch,
+        position=record.position,
+        finished=record.finished,
+        metadata=record.metadata,
+        history=record.history,
+        stopped_early=record.stopped_early,
+        best=record.best,
     )
 
 
@@ -126,7 +128,7 @@ def _resolve(path: str | Path) -> Path:
     return latest
 
 
-def restore_checkpoint(path: str | Path, state: StateT) -> tuple[StateT, dict[str, Any]]:
+def restore_checkpoint(path: str | Path, state: StateT) -> tuple[StateT, ResumeRecord]:
     """The state (with `state`'s structure, dtypes and shardings) and record at `path`."""
     path = _resolve(path).absolute()
     checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
@@ -139,7 +141,7 @@ def restore_checkpoint(path: str | Path, state: StateT) -> tuple[StateT, dict[st
             }
         ),
     )
-    return restored[_STATE], dict(restored[_RECORD])
+    return restored[_STATE], ResumeRecord.from_json(restored[_RECORD])
 
 
 def load_checkpoint(path: str | Path, state: StateT) -> StateT:
@@ -162,15 +164,14 @@ def save_checkpoint(
 
     An existing checkpoint of the same step is replaced. Returns the checkpoint's path.
     """
-    record = {
-        "format": RECORD_FORMAT,
-        "step": int(step),
-        "epoch": 0,
-        "position": 0,
-        "finished": False,
-        "history": {},
-        "metadata": dict(metadata or {}),
-    }
+    record = ResumeRecord(
+        step=int(step),
+        epoch=0,
+        position=0,
+        finished=False,
+        history={},
+        metadata=dict(metadata or {}),
+    )
     writer = CheckpointWriter(checkpoint_dir, keep=None, asynchronous=False)
     try:
         return writer.save(int(step), state, record, replace=True)
@@ -241,7 +242,7 @@ class CheckpointWriter:
         self,
         step: int,
         state: Any,
-        record: Mapping[str, Any],
+        record: ResumeRecord,
         *,
         best: bool = False,
         replace: bool = False,
@@ -249,11 +250,11 @@ class CheckpointWriter:
         """Start saving `state` and `record` as `checkpoint_<step>`; returns its path.
 
         `state` must not be donated or changed afterwards (pass a copy). The record is
-        copied now, as the loop goes on appending to the history it holds. `best=True`
-        marks the checkpoint as the run's best so far: kept beyond `keep` until a later
-        one is marked.
+        turned into JSON now, as the loop goes on appending to the history it holds.
+        `best=True` marks the checkpoint as the run's best so far: kept beyond `keep` until
+        a later one is marked.
         """
-        snapshot = copy.deepcopy(dict(record))
+        snapshot = copy.deepcopy(record.to_json())
         metrics = {_BEST_STEP: float(step)} if best and self.keep_best else None
         self.wait()
         if self._executor is None:

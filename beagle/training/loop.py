@@ -3,30 +3,27 @@
 Per step the loop only takes a batch, calls the step with a key it derived ahead of time
 (`rng.step_keys`, one dispatch per chunk of calls) and keeps the returned metrics. Every
 `chunk` calls one jitted fold adds them to on-device sums, and the host reads the sums
-once per epoch. Checkpoints (see `checkpoint.py`) carry everything an exact resume needs,
-including the not yet folded metrics of a partial epoch.
+once per epoch. Checkpoints (see `checkpoint.py`) carry everything an exact resume needs
+(a `resume.ResumeRecord`), including the not yet folded metrics of a partial epoch.
+
+Beside it: `options.py` checks the arguments, `batches.py` reads batches and step outputs,
+`signals.py` turns SIGTERM and Ctrl-C into a checkpoint and `TrainingInterrupted`, and
+`progress.py` draws the bar and the epoch lines.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import inspect
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from types import FrameType
 from typing import Any, Literal, TypeVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from beagle.training.batches import bad_step_output, batch_size, stack_batches, takes_epoch
 from beagle.training.checkpoint import (
-    RECORD_FORMAT,
     CheckpointWriter,
     checkpoint_steps,
     latest_checkpoint,
@@ -34,12 +31,15 @@ from beagle.training.checkpoint import (
 )
 from beagle.training.early_stopping import EarlyStopping
 from beagle.training.errors import DataExhaustedError, NonFiniteLossError, TrainingInterrupted
-from beagle.training.metrics import StepMetricSums, SumsOnHost, fetch_to_host, read_sums
-from beagle.training.progress import EpochProgress
+from beagle.training.history import History, copy_history
+from beagle.training.metrics import StepMetricSums, SumsOnHost, read_sums
+from beagle.training.options import LoopOptions
+from beagle.training.progress import EpochProgress, ready_values
+from beagle.training.resume import KeyRecord, ResumeRecord
 from beagle.training.rng import step_keys, validation_key
+from beagle.training.signals import StopRequest, StopRequested, stop_signals
 
 StateT = TypeVar("StateT")
-History = dict[str, list[float]]
 
 CHUNK_STEPS = 256
 """Steps whose metrics one fold (and one key derivation) covers."""
@@ -52,161 +52,15 @@ def _copy_tree(tree: Any) -> Any:
     return jax.tree.map(jnp.copy, tree)
 
 
-def _batch_size(batch: Any) -> int:
-    """The leading dimension of the batch's first leaf that has one (in pytree order:
-    sorted dict keys), so a scalar leaf (an index, a flag) is passed over."""
-    if type(batch) is dict and batch:
-        shape = getattr(batch[min(batch)], "shape", None)  # the common case, quickly
-        if shape:
-            return int(shape[0])
-    for leaf in jax.tree_util.tree_leaves(batch):
-        shape = np.shape(leaf)
-        if shape:
-            return int(shape[0])
-    raise ValueError(
-        "cannot tell the batch size: no leaf of the batch has a leading (batch) axis; the "
-        "loop weighs each batch by the leading dimension of its first array with one, so a "
-        f"batch must hold at least one array of shape (batch, ...); got {_describe(batch)}"
-    )
-
-
-def _describe(tree: Any) -> str:
-    shapes = jax.tree.map(lambda leaf: tuple(np.shape(leaf)), tree)
-    text = repr(shapes)
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _stack_leaves(*leaves: Any) -> Any:
-    if all(isinstance(leaf, np.ndarray) for leaf in leaves):
-        return np.stack(leaves)
-    return jnp.stack(leaves)
-
-
-def _stack_batches(parts: list[Any], first_step: int) -> Any:
-    try:
-        return jax.tree.map(_stack_leaves, *parts)
-    except (ValueError, TypeError) as exc:
-        k = len(parts)
-        shapes = "; ".join(f"step {first_step + i}: {_describe(p)}" for i, p in enumerate(parts))
-        raise ValueError(
-            f"steps_per_call={k} stacks {k} batches into one call, so they must have "
-            f"equal shapes and structure, but they differ ({shapes}). Give every batch the "
-            "same shape (drop the short last batch, e.g. drop_remainder=True), or use "
-            f"steps_per_call=1 ({exc})"
-        ) from exc
-
-
-def _bad_step_output(source: str, output: Any) -> TypeError:
-    text = repr(output)
-    return TypeError(
-        f"{source} must return (state, dict of metrics), e.g. `return new_state, "
-        f"{{'loss': loss}}`; it returned a {type(output).__name__}"
-        + (f" of length {len(output)}" if isinstance(output, tuple) else "")
-        + f": {text if len(text) <= 120 else text[:117] + '...'}"
-    )
-
-
-def _takes_epoch(fn: Callable[..., Any]) -> bool:
-    try:
-        return "epoch" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _is_deleted(tree: Any) -> bool:
     leaves = jax.tree_util.tree_leaves(tree)
     return any(isinstance(leaf, jax.Array) and leaf.is_deleted() for leaf in leaves)
 
 
-def _key_to_record(key: jax.Array) -> dict[str, Any]:
-    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    data = np.asarray(fetch_to_host(jax.random.key_data(key) if typed else key))
-    return {"typed": typed, "shape": list(data.shape), "data": data.reshape(-1).tolist()}
-
-
-def _key_from_record(record: Mapping[str, Any], like: jax.Array) -> jax.Array:
-    data = jnp.asarray(np.asarray(record["data"], np.uint32).reshape(record["shape"]))
-    if record["typed"]:
-        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(like))
-    return data
-
-
-class _StopRequest:
-    """Set by the SIGTERM/SIGINT handlers; the loop checks it after every call.
-
-    `forced` is set by a second signal, which raises KeyboardInterrupt at once: the loop
-    lets that one propagate without saving.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.forced = False
-        self.reason = ""
-
-
-@contextlib.contextmanager
-def _stop_signals(stop: _StopRequest) -> Iterator[None]:
-    """Turn SIGTERM and SIGINT into `stop.requested` (main thread only); restore after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if stop.requested:
-            # A second SIGTERM or Ctrl-C: stop waiting (for a step, the data, a save) now.
-            stop.forced = True
-            raise KeyboardInterrupt(
-                f"second stop signal ({name} after {stop.reason}): stopped at once, "
-                "without saving a checkpoint"
-            )
-        stop.requested = True
-        stop.reason = name
-
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    for sig in previous:
-        signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old if old is not None else signal.SIG_DFL)
-
-
-class _Interrupt(Exception):
-    """Raised inside the loop when a stop was requested; turned into TrainingInterrupted."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Config:
-    """`train_loop`'s arguments, checked."""
-
-    train_step_fn: Callable[..., tuple[Any, Mapping[str, Any]]]
-    data_iterator_fn: Callable[..., Iterable[Any]]
-    num_epochs: int
-    num_batches: int
-    checkpoint_dir: str | Path | None
-    checkpoint_every: int
-    val_step_fn: Callable[..., tuple[Any, Mapping[str, Any]]] | None
-    val_data_iterator: Any
-    val_num_batches: int | None
-    show_progress: bool
-    steps_per_call: int
-    nan_mode: str
-    resume: bool
-    keep: int
-    best_metric: str | None
-    best_mode: str
-    early_stopping: EarlyStopping | None
-    val_every: int
-    metadata: Mapping[str, str] | None
-    on_epoch_end: Callable[[int, History], None] | None
-
-
 class _Run:
     """One call of `train_loop`: the loop's mutable bookkeeping and its steps."""
 
-    def __init__(self, cfg: _Config, state: Any, rng_key: jax.Array) -> None:
+    def __init__(self, cfg: LoopOptions, state: Any, rng_key: jax.Array) -> None:
         self.cfg = cfg
         self.state = state
         self.rng_key = rng_key
@@ -222,25 +76,25 @@ class _Run:
         self.best: dict[str, Any] | None = None
         self.validations = 0
         self.saved_step: int | None = None
-        self.stop = _StopRequest()
+        self.stop = StopRequest()
         self.writer: CheckpointWriter | None = None
         self.progress = EpochProgress(self.cfg.num_epochs) if self.cfg.show_progress else None
         self.train_names_checked = False
-        self.train_takes_epoch = _takes_epoch(self.cfg.data_iterator_fn)
+        self.train_takes_epoch = takes_epoch(self.cfg.data_iterator_fn)
         self.val_takes_epoch = (
             callable(self.cfg.val_data_iterator)
             and not hasattr(self.cfg.val_data_iterator, "__next__")
-            and _takes_epoch(self.cfg.val_data_iterator)
+            and takes_epoch(self.cfg.val_data_iterator)
         )
 
     # ---------------------------------------------------------------- driver
     def run(self) -> tuple[Any, History]:
         try:
-            with _stop_signals(self.stop):
+            with stop_signals(self.stop):
                 self._open()
                 try:
                     self._epochs()
-                except (_Interrupt, KeyboardInterrupt) as exc:
+                except (StopRequested, KeyboardInterrupt) as exc:
                     if self.stop.forced:
                         raise  # a second signal: no save, straight out
                     self._interrupted(exc)
@@ -272,8 +126,8 @@ class _Run:
         self.state, record = restore_checkpoint(latest, self.state)
         self._apply_record(record, latest)
 
-    def _apply_record(self, record: Mapping[str, Any], path: Path) -> None:
-        if "rng_key" not in record or "num_batches" not in record:
+    def _apply_record(self, record: ResumeRecord, path: Path) -> None:
+        if not record.from_loop:
             raise ValueError(
                 f"cannot resume from {path}: it was saved by save_checkpoint, without "
                 "train_loop's resume record (RNG key, epoch, position, history). To train "
@@ -281,37 +135,38 @@ class _Run:
                 "pass that state to train_loop with a new, empty checkpoint_dir (and "
                 "resume=False)"
             )
-        position = int(record["position"])
-        if position and int(record["num_batches"]) != self.cfg.num_batches:
+        assert record.rng_key is not None
+        position = record.position
+        if position and record.num_batches != self.cfg.num_batches:
             raise ValueError(
                 f"{path} stopped {position} steps into an epoch of "
-                f"{record['num_batches']} batches; resume it with "
-                f"num_batches={record['num_batches']}, not {self.cfg.num_batches}"
+                f"{record.num_batches} batches; resume it with "
+                f"num_batches={record.num_batches}, not {self.cfg.num_batches}"
             )
         if position % self.cfg.steps_per_call:
             raise ValueError(
                 f"{path} stopped at step {position} of its epoch, which is not a multiple of "
                 f"steps_per_call={self.cfg.steps_per_call}"
             )
-        self.global_step = int(record["step"])
-        self.epoch = int(record["epoch"])
+        self.global_step = record.step
+        self.epoch = record.epoch
         self.position = position
-        self.history = {k: [float(v) for v in vs] for k, vs in record["history"].items()}
-        self.rng_key = _key_from_record(record["rng_key"], self.rng_key)
-        self.validations = int(record.get("validations", 0))
-        if record.get("partial") is not None:
+        self.history = copy_history(record.history)
+        self.rng_key = record.rng_key.to_key(self.rng_key)
+        self.validations = record.validations
+        if record.partial is not None:
             self.sums = StepMetricSums.from_json(
-                record["partial"], stop_on_skipped=self.stop_on_skipped
+                record.partial, stop_on_skipped=self.stop_on_skipped
             )
-        if self.cfg.early_stopping is not None and record.get("early_stopping") is not None:
-            self.stopping = dict(record["early_stopping"])
-        self.best = record.get("best")
+        if self.cfg.early_stopping is not None and record.early_stopping is not None:
+            self.stopping = dict(record.early_stopping)
+        self.best = None if record.best is None else dict(record.best)
         self.saved_step = self.global_step
 
     def _epochs(self) -> None:
         while self.epoch < self.cfg.num_epochs and not (self.stopping and self.stopping["stopped"]):
             if self.stop.requested:  # arrived during the previous epoch's end
-                raise _Interrupt
+                raise StopRequested
             started = time.perf_counter()
             if self.progress is not None:
                 self.progress.start_epoch(self.epoch + 1, self.cfg.num_batches, self.position)
@@ -323,7 +178,7 @@ class _Run:
                 self._save(finished=True)
             self.writer.wait()  # the final save, with the signal handlers still in place
         if self.stop.requested:  # arrived during the last epoch's end or the final save
-            raise _Interrupt
+            raise StopRequested
 
     # ---------------------------------------------------------------- training
     def _open_train_iterator(self) -> Iterator[Any]:
@@ -377,25 +232,25 @@ class _Run:
                     try:
                         self.state, metrics = output
                     except (TypeError, ValueError):
-                        raise _bad_step_output("train_step_fn", output) from None
-                    sums.add_step(metrics, _batch_size(batch))
+                        raise bad_step_output("train_step_fn", output) from None
+                    sums.add_step(metrics, batch_size(batch))
                 else:
                     parts = [self._next_train_batch(iterator, self.position + i) for i in range(k)]
-                    batch = _stack_batches(parts, self.position)
+                    batch = stack_batches(parts, self.position)
                     output = step_fn(self.state, batch, keys[index])
                     try:
                         self.state, metrics = output
                     except (TypeError, ValueError):
-                        raise _bad_step_output("train_step_fn", output) from None
-                    sums.add(metrics, [_batch_size(part) for part in parts])
+                        raise bad_step_output("train_step_fn", output) from None
+                    sums.add(metrics, [batch_size(part) for part in parts])
                 self.position += k
                 self.global_step += k
                 if stop.requested:
-                    raise _Interrupt
+                    raise StopRequested
                 if progress is not None:
                     lagged, recent = recent, metrics
                     if time.perf_counter() >= next_refresh:
-                        progress.update(self.position, _ready_values(lagged))
+                        progress.update(self.position, ready_values(lagged))
                         next_refresh = time.perf_counter() + EpochProgress.refresh_seconds
             sums.fold()
             if not self.train_names_checked and sums.names is not None:
@@ -450,7 +305,7 @@ class _Run:
                 epoch, values, time.perf_counter() - started, self.cfg.num_batches
             )
         if self.cfg.on_epoch_end is not None:
-            self.cfg.on_epoch_end(epoch, {k: list(v) for k, v in self.history.items()})
+            self.cfg.on_epoch_end(epoch, copy_history(self.history))
 
     def _track(self, values: Mapping[str, float]) -> float | None:
         """Update early stopping and the best metric; the best metric's value this epoch."""
@@ -482,20 +337,11 @@ class _Run:
         }
         return True
 
-    def _watched(self) -> list[tuple[str, str]]:
-        """(option, history key) of the options that name a history key."""
-        watched = []
-        if self.cfg.early_stopping is not None:
-            watched.append(("early_stopping.metric", self.cfg.early_stopping.metric))
-        if self.cfg.best_metric is not None:
-            watched.append(("best_metric", self.cfg.best_metric))
-        return watched
-
     def _check_train_names(self, names: frozenset[str]) -> None:
         """Once the first steps' metric names are known: do the `train_` options exist?"""
         self.train_names_checked = True
         keys = sorted(f"train_{name}" for name in names)
-        for option, name in self._watched():
+        for option, name in self.cfg.watched():
             if name.startswith("train_") and name not in keys:
                 raise ValueError(
                     f"{option}={name!r} is not a history key: train_step_fn returns the "
@@ -545,8 +391,8 @@ class _Run:
                 try:
                     _, metrics = output
                 except (TypeError, ValueError):
-                    raise _bad_step_output("val_step_fn", output) from None
-                sums.add(metrics, [_batch_size(batch)])
+                    raise bad_step_output("val_step_fn", output) from None
+                sums.add(metrics, [batch_size(batch)])
                 done += 1
             if ended:
                 if wanted is None and done > 0:
@@ -572,25 +418,22 @@ class _Run:
         )
 
     # ---------------------------------------------------------------- checkpoints
-    def _record(self, finished: bool) -> dict[str, Any]:
-        return {
-            "format": RECORD_FORMAT,
-            "step": self.global_step,
-            "epoch": self.epoch,
-            "position": self.position,
-            "finished": finished,
-            "num_batches": self.cfg.num_batches,
-            "steps_per_call": self.cfg.steps_per_call,
-            "history": self.history,
-            "validations": self.validations,
-            "rng_key": _key_to_record(self.rng_key),
-            "partial": (
-                self.sums.to_json() if self.position or self.sums.carry is not None else None
-            ),
-            "early_stopping": self.stopping,
-            "best": self.best,
-            "metadata": dict(self.cfg.metadata or {}),
-        }
+    def _record(self, finished: bool) -> ResumeRecord:
+        return ResumeRecord(
+            step=self.global_step,
+            epoch=self.epoch,
+            position=self.position,
+            finished=finished,
+            history=self.history,
+            metadata=dict(self.cfg.metadata or {}),
+            num_batches=self.cfg.num_batches,
+            steps_per_call=self.cfg.steps_per_call,
+            validations=self.validations,
+            rng_key=KeyRecord.from_key(self.rng_key),
+            partial=(self.sums.to_json() if self.position or self.sums.carry is not None else None),
+            early_stopping=self.stopping,
+            best=self.best,
+        )
 
     def _save(self, *, finished: bool, best: bool = False) -> Path:
         assert self.writer is not None
@@ -627,21 +470,6 @@ class _Run:
             checkpoint_path=path,
             step=self.global_step,
         ) from (exc if isinstance(exc, KeyboardInterrupt) else None)
-
-
-def _ready_values(metrics: Mapping[str, jax.Array] | None) -> dict[str, float] | None:
-    """A finished step's metrics on the host, or None if that step still runs."""
-    if not isinstance(metrics, Mapping):
-        return None  # none yet, or not a dict (the fold reports that)
-    leaves = jax.tree_util.tree_leaves(metrics)
-    if not all(not isinstance(x, jax.Array) or x.is_ready() for x in leaves):  # type: ignore[attr-defined]
-        return None
-    host = fetch_to_host(metrics)
-    return {name: float(np.asarray(value).reshape(-1)[-1]) for name, value in host.items()}
-
-
-def _iterable_or_callable(value: Any) -> bool:
-    return hasattr(value, "__next__") or callable(value) or isinstance(value, Iterable)
 
 
 def train_loop(
@@ -687,59 +515,7 @@ def train_loop(
     Raises `NonFiniteLossError`, `DataExhaustedError`, or `TrainingInterrupted` (after
     saving a checkpoint) on SIGTERM or Ctrl-C; never exits the process.
     """
-    if not callable(train_step_fn):
-        raise TypeError(
-            "train_step_fn must be a function (state, batch, rng_key) -> (state, metrics); "
-            f"got a {type(train_step_fn).__name__}"
-        )
-    if not callable(data_iterator_fn):
-        kind = type(data_iterator_fn).__name__
-        raise TypeError(
-            "data_iterator_fn must be a zero-argument function that returns an iterator over "
-            "one epoch's batches, called afresh every epoch (e.g. `lambda: iter(batches)`, "
-            f"or a generator function itself: `make_batches`, not `make_batches()`); got a "
-            f"{kind}"
-            + (" object, which would be used up after one epoch" if kind == "generator" else "")
-        )
-    if num_epochs < 0:
-        raise ValueError(f"num_epochs must be >= 0, got {num_epochs}")
-    if num_batches < 1:
-        raise ValueError(f"num_batches must be >= 1, got {num_batches}")
-    if steps_per_call < 1 or num_batches % steps_per_call:
-        raise ValueError(
-            f"num_batches={num_batches} must be a multiple of steps_per_call={steps_per_call}"
-        )
-    if nan_mode not in ("stop", "skip"):
-        raise ValueError(f"nan_mode must be 'stop' or 'skip', got {nan_mode!r}")
-    if checkpoint_every < 1 or val_every < 1 or keep < 1:
-        raise ValueError("checkpoint_every, val_every and keep must be >= 1")
-    if best_mode not in ("min", "max"):
-        raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
-    if (val_step_fn is None) != (val_data_iterator is None):
-        raise ValueError("val_step_fn and val_data_iterator must be given together")
-    if val_data_iterator is not None and not _iterable_or_callable(val_data_iterator):
-        raise TypeError("val_data_iterator must be an iterator, an iterable or a callable")
-    if val_num_batches is not None and val_num_batches < 1:
-        raise ValueError(f"val_num_batches must be >= 1 or None, got {val_num_batches}")
-    for option, name in (
-        ("early_stopping.metric", None if early_stopping is None else early_stopping.metric),
-        ("best_metric", best_metric),
-    ):
-        if (
-            name is None
-            or name.startswith("train_")
-            or (name.startswith("val_") and val_step_fn is not None)
-        ):
-            continue
-        hint = (
-            f"'train_<m>' for a metric m of train_step_fn (e.g. 'train_{name}')"
-            if not name.startswith("val_")
-            else "'train_<m>' (there is no val_step_fn, so no 'val_' keys)"
-        )
-        raise ValueError(f"{option}={name!r} is not a history key (nor can become one): use {hint}")
-    if checkpoint_dir is None and (resume or best_metric is not None):
-        raise ValueError("resume and best_metric need a checkpoint_dir")
-    config = _Config(
+    options = LoopOptions(
         train_step_fn=train_step_fn,
         data_iterator_fn=data_iterator_fn,
         num_epochs=num_epochs,
@@ -761,6 +537,6 @@ def train_loop(
         metadata=metadata,
         on_epoch_end=on_epoch_end,
     )
-    run = _Run(config, state, rng_key)
+    run = _Run(options, state, rng_key)
     final_state, history = run.run()
     return final_state, history

@@ -4,7 +4,8 @@
 holds metrics on the host. `StepMetricSums` is what `train_loop` uses: steps append their
 metric dicts (device arrays, never fetched), and every so many calls one jitted `fold`
 turns the pending ones into weighted sums on the device. The host reads the sums once per
-epoch (`fetch_sums`), so no step waits for the host.
+epoch (`read_sums`, one transfer for the train and validation sums), so no step waits
+for the host.
 """
 
 from __future__ import annotations
