@@ -42,9 +42,25 @@ class Builtin:
     # (scores, labels): `labels` are integer class indices of the shape of `scores`
     # without its last (class) axis.
     integer_labels: tuple[str, str] | tuple[()] = ()
-    literal_only: tuple[str, ...] = ()  # arguments that must be literals (static values)
     maximise: bool = False  # a metric whose larger values are better (the best checkpoint)
 
+
+@dataclass(frozen=True)
+class LiteralArg:
+    """A built-in's argument that takes a number written in the spec, not a reference."""
+
+    integer: bool  # a positive integer (a static value, such as top-k's k); else a positive number
+
+    @property
+    def words(self) -> str:
+        return "a positive integer" if self.integer else "a positive number"
+
+
+# Built-in arguments that take literals, by name (every other built-in argument is a reference).
+LITERAL_ARGS: dict[str, LiteralArg] = {
+    "delta": LiteralArg(integer=False),
+    "k": LiteralArg(integer=True),
+}
 
 _SQUARED_ERROR = "optax.squared_error({predictions}, {targets}).mean()"
 _ABSOLUTE_ERROR = "jnp.abs({predictions} - {targets}).mean()"  # optax has no absolute error
@@ -149,7 +165,6 @@ METRICS: dict[str, Builtin] = {
             uses=("jax", "jnp"),
             helper="top_k_accuracy",
             integer_labels=("logits", "labels"),
-            literal_only=("k",),
             maximise=True,
         ),
         Builtin(

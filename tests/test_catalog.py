@@ -293,3 +293,14 @@ def test_the_front_end_reads_batch_keys_from_the_catalog(tmp_path: Path) -> None
     (problem,) = error.value.problems
     assert problem.path == "losses.bce.args.labels"
     assert "its batches have the keys 'x' and 'y'" in str(problem)
+
+
+def test_every_literal_argument_belongs_to_a_builtin_and_says_what_it_takes() -> None:
+    """`LITERAL_ARGS` is the one home of "this argument is a number, not a reference":
+    the front end, the schema and lowering all read it."""
+    params = {
+        p for table in (catalog.LOSSES, catalog.METRICS) for b in table.values() for p in b.params
+    }
+    assert set(catalog.LITERAL_ARGS) <= params
+    assert catalog.LITERAL_ARGS["k"].words == "a positive integer"
+    assert catalog.LITERAL_ARGS["delta"].words == "a positive number"

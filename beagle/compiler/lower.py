@@ -426,10 +426,12 @@ class _Lowering:
             raise CompileError(f"{where}: unknown arguments {unknown}, missing {missing}")
         values = dict(builtin.defaults)
         for arg, value in args.items():
-            if arg in builtin.literal_only and (
-                isinstance(value, bool) or not isinstance(value, int)
+            literal = catalog.LITERAL_ARGS.get(arg)
+            if literal is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int if literal.integer else (int, float))
             ):
-                raise CompileError(f"{where}: {arg} must be an integer literal")
+                raise CompileError(f"{where}: {arg} must be {literal.words} written in the spec")
             values[arg] = _parenthesize(self._arg(value, where))
         self.uses.update(builtin.uses)
         if builtin.helper:

@@ -44,7 +44,6 @@ from pydantic_core import core_schema
 from beagle import catalog
 from beagle.spec import models
 from beagle.spec.models import IMPORT_PATH_PATTERN, Spec
-from beagle.spec.semantics import LITERAL_BUILTIN_ARGS
 from beagle.spec.validate import describe_type
 
 __all__ = ["SCHEMA_ID", "key_reference", "spec_json_schema"]
@@ -62,12 +61,12 @@ _KEYWORD_PART = "(^|[.:])(" + "|".join(keyword.kwlist) + ")([.:]|$)"
 
 _KEYWORDS = {"enum": list(keyword.kwlist)}  # becomes one `$defs` entry, PythonKeyword
 
-# The schema of each built-in argument that takes a literal (`semantics` says it in words).
-_LITERAL_ARGS: dict[str, dict[str, Any]] = {
-    "delta": {"type": "number", "exclusiveMinimum": 0, **_FINITE},
-    "k": {"type": "integer", "minimum": 1},
-}
-assert set(_LITERAL_ARGS) == set(LITERAL_BUILTIN_ARGS)
+
+def _literal_schema(literal: catalog.LiteralArg) -> dict[str, Any]:
+    """A built-in's literal argument (`catalog.LITERAL_ARGS`), as JSON Schema."""
+    if literal.integer:
+        return {"type": "integer", "minimum": 1}
+    return {"type": "number", "exclusiveMinimum": 0, **_FINITE}
 
 
 class _SpecJsonSchema(GenerateJsonSchema):
@@ -197,10 +196,18 @@ def _builtin_rules(
             "propertyNames": {"enum": list(builtin.params)},
             "properties": {
                 param: {
-                    **_LITERAL_ARGS.get(param, reference),
+                    **(
+                        _literal_schema(catalog.LITERAL_ARGS[param])
+                        if param in catalog.LITERAL_ARGS
+                        else reference
+                    ),
                     "description": f"Argument '{param}' of the built-in {kind} "
                     f"'{builtin.name}'"
-                    + (": a literal." if param in _LITERAL_ARGS else ": a reference."),
+                    + (
+                        f": {catalog.LITERAL_ARGS[param].words}."
+                        if param in catalog.LITERAL_ARGS
+                        else ": a reference."
+                    ),
                 }
                 for param in builtin.params
             },

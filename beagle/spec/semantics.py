@@ -21,10 +21,7 @@ from beagle.spec.models import IDENTIFIER_PATTERN, REFERENCE_PATTERN
 from beagle.spec.problems import Problem, choices_hint, closest, did_you_mean
 from beagle.spec.validate import show_value
 
-__all__ = ["LITERAL_BUILTIN_ARGS", "check_semantics", "history_keys"]
-
-# Arguments of built-ins that take a literal (every other built-in argument is a reference).
-LITERAL_BUILTIN_ARGS: dict[str, str] = {"delta": "a positive number", "k": "a positive integer"}
+__all__ = ["check_semantics", "history_keys"]
 
 
 def _is_identifier(value: Any) -> TypeGuard[str]:
@@ -254,16 +251,16 @@ def _check_terms(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
                             at="key",
                             shown_path=(*path, "args"),
                         )
-                    elif arg in LITERAL_BUILTIN_ARGS:
+                    elif (literal := catalog.LITERAL_ARGS.get(arg)) is not None:
                         ok = (
                             isinstance(value, int) and not isinstance(value, bool) and value >= 1
-                            if arg == "k"
+                            if literal.integer
                             else _is_number(value) and value > 0
                         )
                         if not ok:
                             yield loc.problem(
                                 (*path, "args", arg),
-                                f"expected {LITERAL_BUILTIN_ARGS[arg]}, got {show_value(value)}",
+                                f"expected {literal.words}, got {show_value(value)}",
                             )
                     elif isinstance(value, (bool, int, float, list)):
                         yield loc.problem(
