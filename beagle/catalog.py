@@ -223,13 +223,18 @@ class Source:
 
     name: str  # the spec's `data.source`
     batch_keys: tuple[str, ...] | None  # the keys of every batch; None: the user's data says
+    # Validation examples are held out of the training data (`data.val_fraction`); else they
+    # come from the user's own validation data (`data.val`).
+    holds_out_val: bool = False
 
 
 SOURCES: dict[str, Source] = {
     s.name: s
     for s in (
-        Source("digits", ("image", "label")),  # image float32 (N, 8, 8, 1), label int32
-        Source("synthetic", ("x", "y")),  # x float32 (N, features), y targets or labels
+        # image float32 (N, 8, 8, 1), label int32
+        Source("digits", ("image", "label"), holds_out_val=True),
+        # x float32 (N, features), y targets or labels
+        Source("synthetic", ("x", "y"), holds_out_val=True),
         Source("npz", None),  # the arrays of the user's .npz files
         Source("python", None),  # whatever the user's functions yield
     )

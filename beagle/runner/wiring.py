@@ -24,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from beagle import catalog
 from beagle.spec import LoadedSpec, SpecError
 from beagle.spec.problems import did_you_mean, plural
 
@@ -310,7 +311,7 @@ def plan_data(loaded: LoadedSpec) -> DataPlan:
         if not source.has_val:
             hint = (
                 "set data.val_fraction above 0"
-                if spec.data.source in ("digits", "synthetic")
+                if catalog.SOURCES[spec.data.source].holds_out_val
                 else "set data.val"
             )
             raise _problem(

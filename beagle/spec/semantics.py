@@ -194,14 +194,15 @@ def _check_data(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
                 shown_path=("validation",),
             )
     if isinstance(validation, dict):  # `validation: null` is no validation, as absent
-        if source in ("npz", "python") and data.get("val") is None:
+        builtin = catalog.SOURCES.get(source) if isinstance(source, str) else None
+        if builtin is not None and not builtin.holds_out_val and data.get("val") is None:
             yield loc.problem(
                 ("validation",),
                 f"validation needs validation data, and data source '{source}' has no 'val'",
                 "set data.val, or remove the validation section",
                 at="key",
             )
-        if source in ("digits", "synthetic") and data.get("val_fraction") == 0:
+        if builtin is not None and builtin.holds_out_val and data.get("val_fraction") == 0:
             yield loc.problem(
                 ("data", "val_fraction"),
                 "validation needs held-out examples, but val_fraction is 0",
