@@ -16,7 +16,7 @@ from ruamel.yaml import YAML
 
 from beagle.spec import Problem, SpecError, load_spec, spec_json_schema
 from beagle.spec.loader import Locator
-from beagle.spec.schema import key_reference
+from beagle.spec.reference import key_reference
 from beagle.spec.semantics import check_semantics
 from beagle.spec.validate import check_structure, drop_null_mappings
 
