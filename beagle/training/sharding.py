@@ -14,9 +14,11 @@ The rule:
   are replicated. The rule looks at shapes only, so optimizer state (Adam's `mu` and `nu`)
   follows its parameter. Every leaf is a global `jax.Array`.
 - The generated steps stay plain `jax.jit` functions: `Placement.wrap` puts them in an
-  outer `jit` whose outputs keep the state's shardings (`out_shardings`) and which donates
-  the state (`donate_argnums=0`); jit's own propagation does the rest, so BatchNorm
-  statistics and metrics are computed over the global batch.
+  outer `jit` with the state's and the batch's `in_shardings`, the state's
+  `out_shardings` (so a step never changes the state's placement) and `donate_argnums=0`;
+  jit's own propagation does the rest, so BatchNorm statistics and metrics are computed
+  over the global batch. (Placing batches with `device_put` before a plain call cost
+  about 10% of a small MLP's steps on one device; with `in_shardings` the ratio is 0.99.)
 
 For a user's own loop: `make_placement(state, data=..., fsdp=...)` gives the mesh, the
 state placed on it, its shardings, a batch-placing function and the wrapped steps.
@@ -166,17 +168,40 @@ class Placement:
     def wrap(
         self, step_fn: Callable[..., tuple[Any, Any]], *, donate: bool = True, axis: int = 0
     ) -> Callable[..., tuple[Any, Any]]:
-        """`step_fn(state, batch, rng_key)` in an outer jit that places the batch, keeps the
-        state's shardings and (with `donate`) donates the state."""
+        """`step_fn(state, batch, rng_key)` in an outer jit whose `in_shardings` place the
+        batch (host arrays go straight to their shards), whose outputs keep the state's
+        shardings, and which (with `donate`) donates the state. One jit per batch layout:
+        a validation remainder smaller than the mesh compiles once more, replicated."""
         replicated = NamedSharding(self.mesh, PartitionSpec())
-        jitted = jax.jit(
-            step_fn,
-            out_shardings=(self.state_shardings, replicated),
-            donate_argnums=(0,) if donate else (),
-        )
+        devices = self.mesh.size
+        split = NamedSharding(self.mesh, PartitionSpec(*([None] * axis), (DATA, FSDP)))
+        jitted: dict[Any, Callable[..., tuple[Any, Any]]] = {}
+        # XLA's CPU collectives deadlock (a 40 s rendezvous timeout, then an abort) when
+        # several multi-device steps are in flight on a machine with fewer cores than
+        # devices; on the CPU each such step is waited for. GPUs and TPUs run ahead.
+        wait = devices > 1 and self.mesh.devices.flat[0].platform == "cpu"
 
         def step(state: Any, batch: Any, rng_key: jax.Array) -> tuple[Any, Any]:
-            return jitted(state, place_batch(batch, self.mesh, axis), rng_key)  # type: ignore[no-any-return]
+            leaves, treedef = jax.tree.flatten(batch)
+            layout = (treedef, tuple(np.shape(leaf) for leaf in leaves))
+            fn = jitted.get(layout)
+            if fn is None:
+                shardings = [
+                    split if len(shape) > axis and shape[axis] % devices == 0 else replicated
+                    for shape in layout[1]
+                ]
+                fn = jitted[layout] = jax.jit(
+                    step_fn,
+                    in_shardings=(
+                        self.state_shardings,
+                        jax.tree.unflatten(treedef, shardings),
+                        replicated,
+                    ),
+                    out_shardings=(self.state_shardings, replicated),
+                    donate_argnums=(0,) if donate else (),
+                )
+            output = fn(state, batch, rng_key)
+            return jax.block_until_ready(output) if wait else output
 
         return step
 
