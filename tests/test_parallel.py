@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import pytest
 
 from beagle.training.checkpoint import checkpoint_steps
+from beagle.training.sharding import make_placement, split_axis
 
 ROOT = Path(__file__).resolve().parents[1]
 FOUR = "--xla_force_host_platform_device_count=4"
@@ -82,6 +84,36 @@ def assert_close(got: dict[str, list[float]], want: dict[str, list[float]]) -> N
     assert sorted(got) == sorted(want)
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-5, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    ("shape", "fsdp", "axis"),
+    [
+        ((64, 256), 4, 1),  # the largest axis that divides
+        ((256, 64), 4, 0),
+        ((128, 128), 4, 1),  # a tie: the last such axis
+        ((3, 3, 32, 64), 4, 3),
+        ((4, 4100), 4, 1),
+        ((4, 4100), 8, None),  # 4100 % 8 and 4 % 8: no axis divides
+        ((130, 128), 4, 1),  # 130 does not divide by 4
+        ((127, 128), 1, None),  # fsdp 1: replicated
+        ((128, 255), 4, 0),  # 255 does not divide by 4
+        ((100, 100), 4, None),  # under 2**14 elements: replicated
+        ((2**14,), 4, 0),  # exactly 2**14: split
+        ((), 4, None),
+    ],
+)
+def test_fsdp_split_axis_rule(shape: tuple[int, ...], fsdp: int, axis: int | None) -> None:
+    assert split_axis(shape, fsdp) == axis
+
+
+def test_placement_on_one_device_is_replicated_and_printable() -> None:
+    state = {"params": {"w": np.ones((64, 256), np.float32)}, "step": np.int32(0)}
+    placement, placed = make_placement(state, data="auto", fsdp=1)
+    assert placement.mesh.shape == {"data": 1, "fsdp": 1}
+    assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(placed))
+    table = placement.table(state)
+    assert "mesh data=1 x fsdp=1" in table and "['w']" in table and "65536" in table
 
 
 @pytest.fixture(scope="module")

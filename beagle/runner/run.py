@@ -277,6 +277,11 @@ def run_spec(
     )
     counts = trace.parallel_counts(loaded)
     wired = trace.wire(loaded, module)
+    if counts is not None:
+        notify(
+            f"{spec.name}: parallel mesh data={counts[0]} x fsdp={counts[1]} "
+            f"({counts[0] * counts[1]} devices); state placement: docs/scale-out.md"
+        )
 
     if plan.resuming:
         assert plan.info is not None
