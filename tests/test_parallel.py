@@ -214,6 +214,7 @@ def test_killed_four_device_run_resumes_on_one_device(
 
 
 BAD = [
+    ("gen", "parallel: {data: 3}\n", 32, "data.batch_size", "sizes that work are 30 or 33"),
     ("check", "parallel: {data: 3}\n", 32, "data.batch_size", "sizes that work are 30 or 33"),
     ("check", "parallel: {data: 2, fsdp: 2}\n", 30, "data.batch_size", "are 28 or 32"),
     ("check", "parallel: {fsdp: 4}\n", 34, "data.batch_size", "are 32 or 36"),  # auto: 1 x 4
