@@ -185,6 +185,16 @@ def test_whole_run_on_four_devices_matches_one_device(
     assert_close(history(tmp_path, "runs/four"), one_device)
 
 
+def test_stacked_calls_split_their_batch_axis(
+    tmp_path: Path, one_device: dict[str, list[float]]
+) -> None:
+    """`steps_per_call: 4` stacks 4 batches on a new axis 0; the split is along axis 1."""
+    spec = write(tmp_path, "spec.yaml", log_dir="runs/k4", parallel="parallel: {fsdp: 4}\n")
+    done = beagle(tmp_path, "run", spec, "--set", "train.steps_per_call=4")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_close(history(tmp_path, "runs/k4"), one_device)
+
+
 def test_killed_four_device_run_resumes_on_one_device(
     tmp_path: Path, one_device: dict[str, list[float]]
 ) -> None:
