@@ -249,12 +249,20 @@ def test_non_finite_loss_stops_with_epoch_step_and_terms(in_tmp: Path) -> None:
     assert not list((in_tmp / "runs/nan_run/checkpoints").glob("checkpoint_*"))
 
 
-def test_parallel_section_is_refused_plainly(in_tmp: Path) -> None:
-    spec = write_spec(
-        in_tmp, TINY.format(epochs=1, log_dir="runs/tiny") + "parallel: {data: auto}\n"
+def test_parallel_on_one_device_trains_as_without_it(in_tmp: Path) -> None:
+    """`parallel: {data: auto}` on this one-device process: a 1 x 1 mesh, the same run."""
+    plain = write_spec(in_tmp, TINY.format(epochs=2, log_dir="runs/plain"), "plain.yaml")
+    meshed = write_spec(
+        in_tmp,
+        TINY.format(epochs=2, log_dir="runs/meshed") + "parallel: {data: auto}\n",
+        "meshed.yaml",
     )
-    with pytest.raises(RunRefused, match="parallel"):
-        run_spec(load(spec), restart=False, progress=False)
+    want = run_spec(load(plain), restart=False, progress=False)
+    got = run_spec(load(meshed), restart=False, progress=False)
+    assert got.history == want.history
+    assert all(
+        np.array_equal(a, b) for a, b in zip(leaves(got.state), leaves(want.state), strict=True)
+    )
 
 
 def test_data_that_does_not_fit_is_a_spec_problem(in_tmp: Path) -> None:

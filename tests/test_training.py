@@ -61,6 +61,9 @@ def test_public_api_is_exported() -> None:
         "latest_checkpoint",
         "checkpoint_info",
         "CheckpointInfo",
+        "make_placement",
+        "Placement",
+        "shard",
     }
     assert all(hasattr(training, name) for name in training.__all__)
 

@@ -5,7 +5,7 @@
 
 - `beagle.spec.SpecError` for a spec that turns out unusable once its data and model are
   built (exit 2, problems at spec lines),
-- `RunRefused` for a resume it will not make or a section it does not run yet (exit 2),
+- `RunRefused` for a resume it will not make (exit 2),
 - `beagle.training.NonFiniteLossError` or whatever a user's function raised (exit 1),
 - `beagle.training.TrainingInterrupted` after SIGTERM or Ctrl-C saved a checkpoint (exit 3).
 
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from beagle import __version__
 from beagle.runner.artifacts import RunFolder, TensorBoardLog, higher_is_better
-from beagle.runner.result import Best, BestCheckpoint, RunRefused, RunResult, early_stop_reason
+from beagle.runner.result import Best, BestCheckpoint, RunResult, early_stop_reason
 from beagle.spec import LoadedSpec, Problem, SpecError
 
 if TYPE_CHECKING:
@@ -192,12 +192,6 @@ def run_spec(
     def maximise(key: str) -> bool:
         return _maximise(loaded, key)
 
-    if spec.parallel is not None:
-        raise RunRefused(
-            "the `parallel` section is not supported by `beagle run` yet (beagle check and "
-            "beagle gen accept it); remove it to train on one device"
-        )
-
     from beagle.compiler import compile_spec
     from beagle.runner import resume, trace, wiring
     from beagle.training.history import copy_history
@@ -281,7 +275,13 @@ def run_spec(
     module = wiring.import_module_from_text(
         module_text, f"_beagle_run_{spec.name}", str(folder.module_file)
     )
+    counts = trace.parallel_counts(loaded)
     wired = trace.wire(loaded, module)
+    if counts is not None:
+        notify(
+            f"{spec.name}: parallel mesh data={counts[0]} x fsdp={counts[1]} "
+            f"({counts[0] * counts[1]} devices); state placement: docs/scale-out.md"
+        )
 
     if plan.resuming:
         assert plan.info is not None
@@ -318,7 +318,7 @@ def run_spec(
     train_started = time.perf_counter()
     try:
         final_state, history = _train(
-            loaded, wired, checkpoint_dir, plan, on_epoch_end, module_hash, progress
+            loaded, wired, checkpoint_dir, plan, on_epoch_end, module_hash, progress, counts
         )
     except BaseException:
         # Interrupted or failed: the epochs done so far still get their picture.
@@ -437,8 +437,10 @@ def _train(
     on_epoch_end: Callable[[int, History], None],
     module_hash: str,
     progress: bool,
+    counts: tuple[int, int] | None = None,
 ) -> tuple[Any, History]:
-    """Call `train_loop` with everything the spec says."""
+    """Call `train_loop` with everything the spec says (on a `data x fsdp` mesh with
+    `counts`: the state placed on it, the steps wrapped to place each batch)."""
     from beagle.runner.resume import BEAGLE_VERSION, MODULE_HASH, SPEC_HASH, SPEC_TEXT
     from beagle.training import EarlyStopping, NonFiniteLossError, train_loop
 
@@ -477,16 +479,23 @@ def _train(
         options["steps_per_call"] = spec.train.steps_per_call
     if spec.train.nan != "stop":
         options["nan_mode"] = spec.train.nan
+    state, train_step, val_step = wired.state, steps.train_step, steps.val_step
+    if counts is not None:
+        from beagle.training.sharding import make_placement
+
+        placement, state = make_placement(state, data=counts[0], fsdp=counts[1])
+        train_step = placement.wrap(train_step, axis=1 if spec.train.steps_per_call > 1 else 0)
+        val_step = placement.wrap(val_step, donate=False)
     with _quiet_orbax_untracked_metric():
         try:
             return train_loop(
-                state=wired.state,
-                train_step_fn=steps.train_step,
+                state=state,
+                train_step_fn=train_step,
                 data_iterator_fn=data.source.train_iterator,
                 num_epochs=spec.train.epochs,
                 num_batches=data.batches_per_epoch,
                 rng_key=wired.rng_key,
-                val_step_fn=steps.val_step if validating else None,
+                val_step_fn=val_step if validating else None,
                 val_data_iterator=data.source.val_iterator if validating else None,
                 val_num_batches=data.val_batches if validating else None,
                 show_progress=progress,

@@ -474,6 +474,40 @@ def check_traced(
     return problems
 
 
+def parallel_counts(loaded: LoadedSpec) -> tuple[int, int] | None:
+    """`(data, fsdp)` of the spec's `parallel` on this machine's devices (None: absent).
+
+    Raises `SpecError` for more devices than exist (at `parallel.data`/`parallel.fsdp`) or
+    a batch size that does not split over the mesh (at `data.batch_size`).
+    """
+    parallel = loaded.spec.parallel
+    if parallel is None:
+        return None
+    import jax
+
+    from beagle.spec.semantics import batch_size_problem
+    from beagle.training.sharding import resolve_counts
+
+    try:
+        data, fsdp = resolve_counts(parallel.data, parallel.fsdp, jax.device_count())
+    except ValueError as error:
+        where, _, message = str(error).partition(": ")
+        key = where.split(".")[-1]
+        raise SpecError(
+            [
+                loaded.problem(
+                    ("parallel", key),
+                    message.split("; ")[0],
+                    message.split("; ")[1] if "; " in message else None,
+                )
+            ]
+        ) from None
+    problem = batch_size_problem(loaded.spec.data.batch_size, data * fsdp, loaded.problem)
+    if problem is not None:
+        raise SpecError([problem])
+    return data, fsdp
+
+
 def trace_spec(loaded: LoadedSpec) -> list[Problem]:
     """Trace the spec's generated steps with `jax.eval_shape`; the problems found, if any."""
     try:
@@ -489,6 +523,7 @@ def _trace(loaded: LoadedSpec) -> list[Problem]:
     from beagle.training import TrainState
 
     spec = loaded.spec
+    parallel_counts(loaded)
     text = compile_spec(spec, loaded.source_name)
     module = wiring.import_module_from_text(
         text, f"_beagle_trace_{spec.name}", f"<beagle check: {spec.name}>"

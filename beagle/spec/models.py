@@ -329,10 +329,17 @@ class CheckpointSpec(_Section):
 
 
 class ParallelSpec(_Section):
-    """Data parallelism with jax.sharding (later: run refuses it for now)."""
+    """Data and FSDP parallelism over a `data x fsdp` device mesh (docs/scale-out.md)."""
 
     data: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
-        description="auto: every local device; or a device count."
+        default="auto",
+        description="Devices along the data axis: auto (every device / fsdp) or a count.",
+    )
+    fsdp: int = Field(
+        default=1,
+        ge=1,
+        description="Devices along the fsdp axis; params of >= 2**14 elements and their "
+        "optimizer state are split over it.",
     )
 
 
@@ -386,5 +393,7 @@ class Spec(_Section):
     checkpoint: CheckpointSpec | None = Field(
         default=None, description="Checkpoints; absent: none, and nothing to resume."
     )
-    parallel: ParallelSpec | None = Field(default=None, description="Data parallelism (later).")
+    parallel: ParallelSpec | None = Field(
+        default=None, description="Data and FSDP parallelism; absent: one device."
+    )
     log: LogSpec | None = Field(default=None, description="The run folder and its files.")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keyword
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeGuard
 
 from beagle import catalog
@@ -89,6 +89,7 @@ def check_semantics(doc: dict[str, Any], locator: Locator) -> list[Problem]:
         _check_names,
         _check_optimizer,
         _check_train,
+        _check_parallel,
         _check_history_metrics,
     )
     return [problem for check in checks for problem in check(doc, locator)]
@@ -414,6 +415,36 @@ def _check_train(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
     model_args = _section(doc, "model", "args")
     if isinstance(model_args, dict):
         yield from _check_finite(model_args, ("model", "args"), loc)
+
+
+def batch_size_problem(
+    batch_size: int, devices: int, problem: Callable[..., Problem]
+) -> Problem | None:
+    """The problem of a global batch that does not split over `devices` (None if it does)."""
+    if batch_size % devices == 0:
+        return None
+    below = batch_size - batch_size % devices
+    above = below + devices
+    near = f"{below} or {above}" if below else f"{above}"
+    return problem(
+        ("data", "batch_size"),
+        f"batch_size {batch_size} does not divide by the {devices} devices of the "
+        "parallel mesh (data x fsdp); each batch is split evenly over them",
+        f"the nearest batch sizes that work are {near}",
+    )
+
+
+def _check_parallel(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
+    """Explicit device counts only (`auto` needs the machine: check and run test it)."""
+    parallel = doc.get("parallel")
+    if not isinstance(parallel, dict):
+        return
+    data, fsdp = parallel.get("data", "auto"), parallel.get("fsdp", 1)
+    batch = _section(doc, "data", "batch_size")
+    if _is_count(data) and _is_count(fsdp) and _is_count(batch):
+        problem = batch_size_problem(batch, data * fsdp, loc.problem)
+        if problem is not None:
+            yield problem
 
 
 def _check_finite(value: Any, path: tuple[str | int, ...], loc: Locator) -> Iterator[Problem]:

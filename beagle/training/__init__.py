@@ -15,6 +15,7 @@ from beagle.training.early_stopping import EarlyStopping
 from beagle.training.errors import DataExhaustedError, NonFiniteLossError, TrainingInterrupted
 from beagle.training.loop import train_loop
 from beagle.training.metrics import Metrics, average_metrics, format_metrics
+from beagle.training.sharding import Placement, make_placement, shard
 from beagle.training.state import TrainState
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "EarlyStopping",
     "Metrics",
     "NonFiniteLossError",
+    "Placement",
     "TrainState",
     "TrainingInterrupted",
     "average_metrics",
@@ -30,6 +32,8 @@ __all__ = [
     "format_metrics",
     "latest_checkpoint",
     "load_checkpoint",
+    "make_placement",
     "save_checkpoint",
+    "shard",
     "train_loop",
 ]
