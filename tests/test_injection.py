@@ -423,5 +423,5 @@ def test_top_k_must_be_an_integer_literal() -> None:
         "fn": "top_k_accuracy",
         "args": {"logits": "outputs.mean", "labels": "batch.label", "k": "batch.k"},
     }
-    with pytest.raises(CompileError, match="k must be an integer literal"):
+    with pytest.raises(CompileError, match="k must be a positive integer written in the spec"):
         lower(Spec.model_validate(data))
