@@ -10,6 +10,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from doc_paths import doc_paths
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
@@ -333,24 +334,13 @@ _KEYS = st.sampled_from(
 )  # fmt: skip
 
 
-def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(doc, dict):
-        for key, value in doc.items():
-            out.extend(_paths(value, (*prefix, key)))
-    elif isinstance(doc, list):
-        for index, value in enumerate(doc):
-            out.extend(_paths(value, (*prefix, index)))
-    return out
-
-
 @st.composite
 def _documents(draw: st.DrawFn) -> dict[str, Any]:
     import copy
 
     doc = copy.deepcopy(draw(st.sampled_from([_RICH, _SMALL])))
     for _ in range(draw(st.integers(0, 2))):
-        path = draw(st.sampled_from(_paths(doc)))
+        path = draw(st.sampled_from(doc_paths(doc)))
         parent: Any = doc
         for part in path[:-1]:
             parent = parent[part]

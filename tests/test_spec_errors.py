@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from doc_paths import doc_paths
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -358,17 +359,6 @@ _ODD_VALUES = st.one_of(
 )
 
 
-def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix] if prefix else []
-    if isinstance(doc, dict):
-        for key, value in doc.items():
-            out.extend(_paths(value, (*prefix, key)))
-    elif isinstance(doc, list):
-        for index, value in enumerate(doc):
-            out.extend(_paths(value, (*prefix, index)))
-    return out
-
-
 def _mutate(doc: Any, path: tuple[Any, ...], value: Any, delete: bool, add: str | None) -> Any:
     import copy
 
@@ -387,7 +377,7 @@ def _mutate(doc: Any, path: tuple[Any, ...], value: Any, delete: bool, add: str 
 
 @settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.sampled_from(_paths(_BASE_DOC)),
+    st.sampled_from([p for p in doc_paths(_BASE_DOC) if p]),
     _ODD_VALUES,
     st.booleans(),
     st.one_of(st.none(), st.sampled_from(["extra", "source", "schedule", "fn", "class"])),
