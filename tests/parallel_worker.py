@@ -116,6 +116,8 @@ def compare(spec_path: Path) -> dict[str, Any]:
             "state_sizes": sizes,
             "opt_sizes": _local_sizes(got_state.opt_state) if fsdp > 1 else {},
             "param_sizes_after": _local_sizes(got_state.params) if fsdp > 1 else {},
+            "batch_sizes": _local_sizes(placement.place_batch(batch)),
+            "small_batch_sizes": _local_sizes(placement.place_batch(small)),
         }
         if want_state.batch_stats is not None:
             entry["batch_stats_rel"] = max(

@@ -167,6 +167,21 @@ def test_fsdp_splits_large_params_and_their_optimizer_state(
     assert len(split) == 3 and all(shards == [size // 2] * 4 for size, shards in split)
 
 
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_batches_split_over_every_device_and_a_small_one_is_replicated(
+    steps: dict[str, Any], model: str
+) -> None:
+    """The batch axis is split over both mesh axes (a quarter of each leaf per device on
+    every mesh of 4); a batch smaller than the mesh is whole on every device."""
+    meshes = {mesh: entry for mesh, entry in steps[model].items() if "batch_sizes" in entry}
+    assert len(meshes) == 3, steps[model].keys()
+    for mesh, entry in meshes.items():
+        for path, (size, *shards) in entry["batch_sizes"].items():
+            assert shards == [size // 4] * 4, (mesh, path, size, shards)
+        for path, (size, *shards) in entry["small_batch_sizes"].items():
+            assert shards == [size] * 4, (mesh, path, size, shards)
+
+
 @pytest.fixture(scope="module")
 def one_device(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[float]]:
     """The unmoved run: no `parallel` section, one device."""

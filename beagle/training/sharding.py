@@ -112,23 +112,19 @@ def shard(state: Any, mesh: Mesh) -> Any:
     return jax.device_put(state, state_shardings(state, mesh))
 
 
-def batch_sharding(mesh: Mesh, ndim: int, axis: int = 0) -> NamedSharding:
-    """The sharding of a batch leaf of rank `ndim` split along `axis` over both mesh axes."""
-    return NamedSharding(mesh, PartitionSpec(*([None] * axis), (DATA, FSDP)))
+def batch_sharding(mesh: Mesh, shape: Sequence[int], axis: int = 0) -> NamedSharding:
+    """The sharding of a batch leaf of `shape`: split along `axis` over both mesh axes, or
+    replicated when that axis does not divide by the mesh's devices (a small remainder)."""
+    if len(shape) > axis and shape[axis] % mesh.size == 0:
+        return NamedSharding(mesh, PartitionSpec(*([None] * axis), (DATA, FSDP)))
+    return NamedSharding(mesh, PartitionSpec())
 
 
 def place_batch(batch: Any, mesh: Mesh, axis: int = 0) -> Any:
     """`batch` on `mesh`: each leaf split along `axis`, or replicated when it cannot be."""
-    devices = mesh.size
-    replicated = NamedSharding(mesh, PartitionSpec())
-
-    def place(leaf: Any) -> Any:
-        shape = np.shape(leaf)
-        if len(shape) > axis and shape[axis] % devices == 0:
-            return jax.device_put(leaf, batch_sharding(mesh, len(shape), axis))
-        return jax.device_put(leaf, replicated)
-
-    return jax.tree.map(place, batch)
+    return jax.tree.map(
+        lambda leaf: jax.device_put(leaf, batch_sharding(mesh, np.shape(leaf), axis)), batch
+    )
 
 
 def placement_table(state: Any, mesh: Mesh) -> str:
@@ -174,7 +170,6 @@ class Placement:
         a validation remainder smaller than the mesh compiles once more, replicated."""
         replicated = NamedSharding(self.mesh, PartitionSpec())
         devices = self.mesh.size
-        split = NamedSharding(self.mesh, PartitionSpec(*([None] * axis), (DATA, FSDP)))
         jitted: dict[Any, Callable[..., tuple[Any, Any]]] = {}
         # XLA's CPU collectives deadlock (a 40 s rendezvous timeout, then an abort) when
         # several multi-device steps are in flight on a machine with fewer cores than
@@ -186,10 +181,7 @@ class Placement:
             layout = (treedef, tuple(np.shape(leaf) for leaf in leaves))
             fn = jitted.get(layout)
             if fn is None:
-                shardings = [
-                    split if len(shape) > axis and shape[axis] % devices == 0 else replicated
-                    for shape in layout[1]
-                ]
+                shardings = [batch_sharding(self.mesh, shape, axis) for shape in layout[1]]
                 fn = jitted[layout] = jax.jit(
                     step_fn,
                     in_shardings=(
