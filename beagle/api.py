@@ -17,6 +17,7 @@ from beagle.spec import LoadedSpec, Problem, SpecError, load_spec
 
 if TYPE_CHECKING:
     from beagle.runner import RunResult
+    from beagle.runner.distributed import Cluster
 
 __all__ = [
     "GenerateReport",
@@ -139,13 +140,22 @@ def run(
     restart: bool = False,
     progress: bool = False,
     notify: Callable[[str], None] = lambda message: None,
+    cluster: Cluster | None = None,
 ) -> RunResult:
     """Compile the spec (overrides applied) and train it; see `beagle.runner.run_spec`.
 
     `progress=True` shows a progress bar and a line per epoch on the terminal; the default
     keeps this function silent, like the rest of the API (the CLI asks for it explicitly).
+    With `cluster` (`beagle.runner.distributed.Cluster`), this process first joins a
+    multi-process run; every process calls `run` with the same spec. Raises
+    `beagle.runner.distributed.ClusterError` when it cannot join.
     """
     loaded = load_spec(path, overrides, imports="import")
     from beagle.runner import run_spec
+    from beagle.runner.distributed import Team, initialize
 
-    return run_spec(loaded, restart=restart, progress=progress, notify=notify)
+    if cluster is None or not cluster.enabled:
+        return run_spec(loaded, restart=restart, progress=progress, notify=notify)
+    initialize(cluster)
+    team = Team.current()
+    return run_spec(loaded, restart=restart, progress=progress, notify=notify, team=team)

@@ -12,13 +12,18 @@ import os
 import signal
 import sys
 import traceback
+from enum import Enum
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from beagle import __version__
+from beagle.runner.distributed import DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_TIMEOUT
+
+if TYPE_CHECKING:
+    from beagle.runner.distributed import Cluster
 
 app = typer.Typer(
     name="beagle",
@@ -35,6 +40,13 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_INTERRUPTED = 3
+
+
+class Distributed(str, Enum):
+    """`--distributed`'s values."""
+
+    auto = "auto"
+
 
 SpecPaths = Annotated[
     list[Path], typer.Argument(metavar="SPEC", help="Spec files.", show_default=False)
@@ -133,28 +145,64 @@ def run(
     ] = False,
     coordinator: Annotated[
         str | None,
-        typer.Option("--coordinator", metavar="HOST:PORT", help="(later) Multi-host runs."),
+        typer.Option(
+            "--coordinator",
+            metavar="HOST:PORT",
+            help="Several processes: process 0's address and a free port (the same on every "
+            "process).",
+        ),
     ] = None,
     num_processes: Annotated[
-        int | None, typer.Option("--num-processes", help="(later) Multi-host runs.")
+        int | None, typer.Option("--num-processes", help="Several processes: how many.")
     ] = None,
     process_id: Annotated[
-        int | None, typer.Option("--process-id", help="(later) Multi-host runs.")
+        int | None,
+        typer.Option("--process-id", help="Several processes: this one's index, 0 to N-1."),
     ] = None,
+    distributed: Annotated[
+        Distributed | None,
+        typer.Option(
+            "--distributed",
+            help="auto: join a multi-process run found by JAX's cluster detection (SLURM, "
+            "Open MPI, Cloud TPU).",
+        ),
+    ] = None,
+    heartbeat_timeout: Annotated[
+        int,
+        typer.Option(
+            "--heartbeat-timeout",
+            metavar="SECONDS",
+            help="Several processes: end when another process has been silent this long.",
+        ),
+    ] = DEFAULT_HEARTBEAT_TIMEOUT,
+    connect_timeout: Annotated[
+        int,
+        typer.Option(
+            "--connect-timeout",
+            metavar="SECONDS",
+            help="Several processes: give up when the coordinator is not reachable this long.",
+        ),
+    ] = DEFAULT_CONNECT_TIMEOUT,
 ) -> None:
     """Compile a spec and train it, resuming from its latest checkpoint."""
-    if (coordinator, num_processes, process_id) != (None, None, None):
-        raise _fail(
-            [
-                "beagle run: multi-host training (--coordinator, --num-processes, "
-                "--process-id) is not supported yet; run on one host without these options"
-            ],
-            EXIT_INVALID,
-        )
+    from beagle.runner.distributed import Cluster, ClusterError
+
+    cluster = Cluster(
+        coordinator=coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+        auto=distributed is Distributed.auto,
+        heartbeat_timeout=heartbeat_timeout,
+        connect_timeout=connect_timeout,
+    )
+    try:
+        cluster.check()
+    except ClusterError as error:
+        raise _fail([f"beagle run: {error}"], EXIT_INVALID) from None
     # Outside train_loop (which saves first), SIGTERM ends the command like Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        _run(spec, set_ or (), restart=restart, progress=not no_progress)
+        _run(spec, set_ or (), restart=restart, progress=not no_progress, cluster=cluster)
     except KeyboardInterrupt:
         raise _fail(
             [
@@ -171,10 +219,18 @@ def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _run(spec: Path, overrides: list[str] | tuple[()], *, restart: bool, progress: bool) -> None:
+def _run(
+    spec: Path,
+    overrides: list[str] | tuple[()],
+    *,
+    restart: bool,
+    progress: bool,
+    cluster: Cluster,
+) -> None:
     """`beagle run`'s work, its exceptions turned into messages and exit codes."""
     from beagle import api
     from beagle.runner import RunRefused, print_summary
+    from beagle.runner.distributed import ClusterError
     from beagle.runner.origin import raised_in_user_code
     from beagle.spec import SpecError
     from beagle.training import DataExhaustedError, NonFiniteLossError, TrainingInterrupted
@@ -186,7 +242,10 @@ def _run(spec: Path, overrides: list[str] | tuple[()], *, restart: bool, progres
             restart=restart,
             progress=progress,
             notify=lambda message: typer.echo(message, err=True),
+            cluster=cluster,
         )
+    except ClusterError as error:
+        raise _fail([f"{spec}: {error}"], EXIT_INVALID) from None
     except SpecError as error:
         raise _fail([str(problem) for problem in error.problems], EXIT_INVALID) from None
     except RunRefused as error:
@@ -222,7 +281,8 @@ def _run(spec: Path, overrides: list[str] | tuple[()], *, restart: bool, progres
             ],
             EXIT_FAILED,
         ) from None
-    print_summary(result)
+    if result.process_index == 0:
+        print_summary(result)
 
 
 @app.command()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import math
 import os
 import sys
@@ -58,6 +59,29 @@ class DataError(ValueError):
         self.hint = hint
 
 
+class Share(Protocol):
+    """This process's part of each global batch when several processes train together
+    (`beagle.training.sharding.BatchShare`)."""
+
+    @property
+    def process_index(self) -> int: ...
+
+    @property
+    def process_count(self) -> int: ...
+
+    def rows(self, length: int) -> slice:
+        """The rows of a global batch of `length` rows that this process reads."""
+        ...
+
+    def assemble(self, rows: Batch, length: int) -> Batch:
+        """The global batch of `length` rows, from this process's `rows` of it."""
+        ...
+
+    def assemble_local(self, rows: Batch) -> Batch:
+        """The global batch from this process's equal part of it."""
+        ...
+
+
 class DataSource(Protocol):
     """What `beagle run` needs from a data source."""
 
@@ -88,6 +112,11 @@ class DataSource(Protocol):
 
     def sample_batch(self) -> Batch:
         """One real training batch (the first of epoch 0), for initialisation and tracing."""
+        ...
+
+    def share_with(self, share: Share) -> None:
+        """From now on, read only this process's rows and yield global batches. Raises
+        `DataError` when the source cannot."""
         ...
 
 
@@ -124,6 +153,7 @@ class ArraySource:
     drop_remainder: bool = True
     train_examples: int = field(init=False)
     val_examples: int = field(init=False)
+    share: Share | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.train_examples = _check_arrays(self.train, "training", ("data",))
@@ -159,30 +189,70 @@ class ArraySource:
 
     def train_iterator(self, epoch: int = 0) -> Iterator[Batch]:
         order = self.epoch_order(epoch)
+        if self.share is not None:
+            return self._shared(self.train, order, self.train_batches, self.share)
         arrays = {key: value[order] for key, value in self.train.items()}
         return self._slices(arrays, self.train_batches)
 
     def val_iterator(self) -> Iterator[Batch]:
         if not self.val:
             raise DataError("this data source has no validation data", ("validation",))
+        if self.share is not None:
+            order = np.arange(self.val_examples)
+            return self._shared(self.val, order, self.val_batches or 0, self.share)
         return self._slices(self.val, self.val_batches or 0)
 
     def sample_batch(self) -> Batch:
-        return next(self.train_iterator(0))
+        rows = self.epoch_order(0)[: self.batch_size]
+        return {key: value[rows] for key, value in self.train.items()}
+
+    def share_with(self, share: Share) -> None:
+        self.share = share
 
     def _slices(self, arrays: dict[str, np.ndarray], batches: int) -> Iterator[Batch]:
         size = self.batch_size
         for i in range(batches):
             yield {key: value[i * size : (i + 1) * size] for key, value in arrays.items()}
 
+    def _shared(
+        self, arrays: dict[str, np.ndarray], order: np.ndarray, batches: int, share: Share
+    ) -> Iterator[Batch]:
+        """Global batches of which this process gathers only its own rows."""
+        size = self.batch_size
+        for i in range(batches):
+            batch = order[i * size : (i + 1) * size]
+            rows = batch[share.rows(len(batch))]
+            yield share.assemble({key: value[rows] for key, value in arrays.items()}, len(batch))
+
+
+PYTHON_KEYWORDS = ("epoch", "seed", "process_index", "process_count")
+"""What a `python` source's function may take besides the batch size, by keyword."""
+
+
+def accepted_keywords(fn: Callable[..., Any]) -> frozenset[str]:
+    """Which of `PYTHON_KEYWORDS` `fn` takes (all of them if it takes `**kwargs`)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return frozenset()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return frozenset(PYTHON_KEYWORDS)
+    names = {p.name for p in parameters if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
+    return frozenset(names & set(PYTHON_KEYWORDS))
+
 
 @dataclass
 class PythonSource:
-    """Batches from user functions `fn(batch_size) -> iterator`, called afresh each pass."""
+    """Batches from user functions `fn(batch_size, **keywords) -> iterator`, called afresh
+    each pass. A function gets, by keyword, those of `epoch` (0-based), `seed`,
+    `process_index` and `process_count` it takes; under several processes it must take the
+    last two, and gets this process's share of the batch size and yields its own rows."""
 
-    train_fn: Callable[[int], Iterator[Batch]]
-    val_fn: Callable[[int], Iterator[Batch]] | None
+    train_fn: Callable[..., Iterator[Batch]]
+    val_fn: Callable[..., Iterator[Batch]] | None
     batch_size: int
+    seed: int = 0
+    share: Share | None = field(default=None, init=False)
 
     @property
     def train_batches(self) -> int | None:
@@ -197,21 +267,58 @@ class PythonSource:
         return self.val_fn is not None
 
     def train_iterator(self, epoch: int = 0) -> Iterator[Batch]:
-        return iter(self.train_fn(self.batch_size))
+        return self._batches(self.train_fn, epoch)
 
     def val_iterator(self) -> Iterator[Batch]:
         if self.val_fn is None:
             raise DataError("this data source has no `val` function", ("data", "val"))
-        return iter(self.val_fn(self.batch_size))
+        return self._batches(self.val_fn, 0)
 
     def sample_batch(self) -> Batch:
         try:
-            return next(self.train_iterator(0))
+            batch = next(iter(self._call(self.train_fn, 0)))
         except StopIteration:
             raise DataError(
                 "the `train` function returned an iterator that yields no batch",
                 ("data", "train"),
             ) from None
+        return batch  # type: ignore[no-any-return]
+
+    def share_with(self, share: Share) -> None:
+        for fn, where in ((self.train_fn, "train"), (self.val_fn, "val")):
+            if fn is None or share.process_count == 1:
+                continue
+            missing = {"process_index", "process_count"} - accepted_keywords(fn)
+            if missing:
+                raise DataError(
+                    f"{share.process_count} processes train together, and each must yield "
+                    f"only its own rows, but data.{where}'s function does not take "
+                    + " and ".join(sorted(missing)),
+                    ("data", where),
+                    "give it `process_index` and `process_count` keyword parameters and "
+                    "yield that process's rows of each batch (its batch_size is already "
+                    "the per-process share)",
+                )
+        self.share = share
+
+    def _call(self, fn: Callable[..., Iterator[Batch]], epoch: int) -> Iterator[Batch]:
+        share = self.share
+        count = 1 if share is None else share.process_count
+        offered = {
+            "epoch": epoch,
+            "seed": self.seed,
+            "process_index": 0 if share is None else share.process_index,
+            "process_count": count,
+        }
+        taken = accepted_keywords(fn)
+        return fn(self.batch_size // count, **{k: v for k, v in offered.items() if k in taken})
+
+    def _batches(self, fn: Callable[..., Iterator[Batch]], epoch: int) -> Iterator[Batch]:
+        batches = iter(self._call(fn, epoch))
+        share = self.share
+        if share is None or share.process_count == 1:
+            return batches
+        return (share.assemble_local(batch) for batch in batches)
 
 
 def split_by_seed(
@@ -424,11 +531,12 @@ def import_function(path: str, where: tuple[str, ...]) -> Callable[..., Any]:
     return target  # type: ignore[no-any-return]
 
 
-def python(batch_size: int, *, train: str, val: str | None = None) -> PythonSource:
-    """User functions `package.module:function(batch_size)` returning a fresh iterator."""
+def python(batch_size: int, *, train: str, val: str | None = None, seed: int = 0) -> PythonSource:
+    """User functions `package.module:function(batch_size, **keywords)` returning a fresh
+    iterator (see `PythonSource` for the keywords)."""
     train_fn = import_function(train, ("data", "train"))
     val_fn = import_function(val, ("data", "val")) if val else None
-    return PythonSource(train_fn, val_fn, batch_size)
+    return PythonSource(train_fn, val_fn, batch_size, seed)
 
 
 def from_spec(data: Any, seed: int) -> DataSource:
@@ -450,5 +558,5 @@ def from_spec(data: Any, seed: int) -> DataSource:
     if data.source == "npz":
         return npz(data.batch_size, train=data.train, val=data.val, **common)
     if data.source == "python":
-        return python(data.batch_size, train=data.train, val=data.val)
+        return python(data.batch_size, train=data.train, val=data.val, seed=seed)
     raise DataError(f"unknown data source {data.source!r}", ("data", "source"))

@@ -74,6 +74,8 @@ class RunResult:
     stopped_early: bool = False  # early stopping ended the run (`CheckpointInfo.stopped_early`)
     early_stopping_metric: str | None = None  # the history key early stopping watches
     best_checkpoint: BestCheckpoint | None = None  # None without checkpoints
+    process_index: int = 0  # this process, of `process_count` that trained together
+    process_count: int = 1
 
     @property
     def stop_reason(self) -> str | None:

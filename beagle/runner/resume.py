@@ -7,6 +7,8 @@
   naming the spec keys that changed (from the spec text recorded in the checkpoint).
 - A finished checkpoint whose run needs no more epochs: already complete.
 - Otherwise: continue from the latest complete checkpoint, and say so.
+- Several processes: each decides from the same shared folder, and `agree_on_plan`
+  refuses unless all of them chose the same checkpoint.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 from beagle.runner.result import RunRefused
 
 if TYPE_CHECKING:
+    from beagle.runner.distributed import Team
     from beagle.training import CheckpointInfo
 
 __all__ = [
     "ResumePlan",
+    "agree_on_plan",
     "changed_keys",
     "clear_checkpoints",
     "describe_change",
@@ -193,3 +197,24 @@ def plan_resume(
     # A run that early stopping ended would stop again at once: more epochs do not extend it.
     complete = info.finished and (info.epoch >= epochs or info.stopped_early)
     return ResumePlan(latest, info, complete)
+
+
+def agree_on_plan(plan: ResumePlan, team: Team, checkpoint_dir: Path | None) -> None:
+    """With several processes: raise `RunRefused` on every process unless all of them chose
+    the same checkpoint (a `checkpoint.dir` that is not one shared folder, or a process
+    that sees another run's checkpoints)."""
+    if team.count == 1:
+        return
+    step = -1 if plan.info is None else plan.info.step
+    steps = team.gather(step)
+    if len(set(steps)) == 1:
+        return
+    seen = ", ".join(
+        f"process {index}: " + ("none" if s < 0 else f"checkpoint_{s}")
+        for index, s in enumerate(steps)
+    )
+    raise RunRefused(
+        f"the {team.count} processes see different checkpoints in {checkpoint_dir} ({seen}); "
+        "checkpoint.dir must be one folder that every process reaches (a shared filesystem), "
+        "written by this run only"
+    )

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from beagle import __version__
 from beagle.runner.artifacts import RunFolder, TensorBoardLog, higher_is_better
+from beagle.runner.distributed import ONE_PROCESS, Team
 from beagle.runner.result import Best, BestCheckpoint, RunResult, early_stop_reason
 from beagle.spec import LoadedSpec, Problem, SpecError
 
@@ -180,14 +181,23 @@ def run_spec(
     restart: bool = False,
     progress: bool = False,
     notify: Callable[[str], None] = lambda message: None,
+    team: Team = ONE_PROCESS,
 ) -> RunResult:
     """Train the spec `loaded` (overrides already applied) and write its run folder.
 
     `notify` receives the lines a user should see before training starts (resuming from a
-    checkpoint, or a run that is already complete).
+    checkpoint, or a run that is already complete). With several processes (`team`, after
+    `beagle.runner.distributed.initialize`) every process calls this: they agree on the
+    checkpoint to resume from, process 0 alone writes the run folder and reports, and all
+    of them train and take part in each checkpoint.
     """
     started = time.perf_counter()
     spec = loaded.spec
+    if not team.writes:
+        progress = False
+
+        def notify(message: str) -> None:
+            return None
 
     def maximise(key: str) -> bool:
         return _maximise(loaded, key)
@@ -215,17 +225,19 @@ def run_spec(
         epochs=spec.train.epochs,
         version=__version__,
     )
+    resume.agree_on_plan(plan, team, checkpoint_dir)
     notes: list[str] = []
     files = {"run folder": folder.path}
     if plan.complete:
         assert plan.info is not None and plan.checkpoint is not None
         history = copy_history(plan.info.history)
-        _create(loaded, folder)
-        if not folder.history_file.is_file() or not folder.metrics_file.is_file():
-            folder.write_history(history)
-        if spec.log is None or spec.log.plot:
-            if not folder.curves_file.is_file():
-                folder.write_curves(history, spec.name, maximise)
+        if team.writes:
+            _create(loaded, folder)
+            if not folder.history_file.is_file() or not folder.metrics_file.is_file():
+                folder.write_history(history)
+            if spec.log is None or spec.log.plot:
+                if not folder.curves_file.is_file():
+                    folder.write_curves(history, spec.name, maximise)
         epochs_done = plan.info.epoch
         stopped_early = plan.info.stopped_early
         if stopped_early:
@@ -267,6 +279,8 @@ def run_spec(
             stopped_early=stopped_early,
             early_stopping_metric=_early_stopping_metric(loaded),
             best_checkpoint=_best_checkpoint(loaded, history, checkpoint_dir, val_every),
+            process_index=team.index,
+            process_count=team.count,
         )
 
     # Wire and trace before anything is written: an unusable spec leaves no run folder and
@@ -275,8 +289,11 @@ def run_spec(
     module = wiring.import_module_from_text(
         module_text, f"_beagle_run_{spec.name}", str(folder.module_file)
     )
-    counts = trace.parallel_counts(loaded)
+    counts = trace.parallel_counts(loaded, team.count)
     wired = trace.wire(loaded, module)
+    if team.count > 1:
+        assert counts is not None
+        trace.share_data(loaded, wired, counts)
     if counts is not None:
         notify(
             f"{spec.name}: parallel mesh data={counts[0]} x fsdp={counts[1]} "
@@ -291,18 +308,20 @@ def run_spec(
         )
         notes.append(note)
         notify(note)
-    else:
+    elif team.writes:
         if restart and checkpoint_dir is not None:
             resume.clear_checkpoints(checkpoint_dir)
         folder.clear_outputs()
-    _create(loaded, folder)
-    folder.write_sources(loaded.text, module_text)
+    if team.writes:
+        _create(loaded, folder)
+        folder.write_sources(loaded.text, module_text)
+    team.barrier("beagle-run-folder-ready")  # the others start once process 0 has cleared
     start_step = plan.info.step if plan.resuming and plan.info is not None else 0
     start_epoch = plan.info.epoch if plan.resuming and plan.info is not None else 0
 
     tensorboard = (
         TensorBoardLog(folder.tensorboard_dir, val_every=val_every, resume_epoch=start_epoch)
-        if spec.log is not None and spec.log.tensorboard
+        if spec.log is not None and spec.log.tensorboard and team.writes
         else None
     )
     latest: History = {}
@@ -310,11 +329,12 @@ def run_spec(
     def on_epoch_end(epoch: int, history: History) -> None:
         latest.clear()
         latest.update(copy_history(history))
-        folder.write_history(latest)
+        if team.writes:
+            folder.write_history(latest)
         if tensorboard is not None:
             tensorboard.log_epoch(epoch, latest)
 
-    plot = spec.log is None or spec.log.plot
+    plot = (spec.log is None or spec.log.plot) and team.writes
     train_started = time.perf_counter()
     try:
         final_state, history = _train(
@@ -330,7 +350,8 @@ def run_spec(
         if tensorboard is not None:
             tensorboard.close()
     history = copy_history(history)
-    folder.write_history(history)
+    if team.writes:
+        folder.write_history(history)
     if plot:
         folder.write_curves(history, spec.name, maximise)
     final, best = _final_and_best(loaded, history, val_every)
@@ -359,6 +380,8 @@ def run_spec(
         notes=notes,
         state=final_state,
         best_checkpoint=_best_checkpoint(loaded, history, checkpoint_dir, val_every),
+        process_index=team.index,
+        process_count=team.count,
     )
 
 

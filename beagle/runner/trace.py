@@ -474,22 +474,35 @@ def check_traced(
     return problems
 
 
-def parallel_counts(loaded: LoadedSpec) -> tuple[int, int] | None:
-    """`(data, fsdp)` of the spec's `parallel` on this machine's devices (None: absent).
+def parallel_counts(loaded: LoadedSpec, processes: int = 1) -> tuple[int, int] | None:
+    """`(data, fsdp)` of the spec's `parallel` on the run's devices (None: absent, on one
+    process; with several, no `parallel` means `data: auto`).
 
-    Raises `SpecError` for more devices than exist (at `parallel.data`/`parallel.fsdp`) or
-    a batch size that does not split over the mesh (at `data.batch_size`).
+    Raises `SpecError` for more devices than exist (at `parallel.data`/`parallel.fsdp`), a
+    mesh that leaves devices of a multi-process run out, or a batch size that does not
+    split over the mesh (at `data.batch_size`).
     """
+    from beagle.spec.models import ParallelSpec
+
     parallel = loaded.spec.parallel
     if parallel is None:
-        return None
+        if processes == 1:
+            return None
+        parallel = ParallelSpec()
     import jax
 
     from beagle.spec.semantics import batch_size_problem
     from beagle.training.sharding import resolve_counts
 
+    devices = jax.device_count()
     try:
-        data, fsdp = resolve_counts(parallel.data, parallel.fsdp, jax.device_count())
+        data, fsdp = resolve_counts(parallel.data, parallel.fsdp, devices)
+        if processes > 1 and data * fsdp != devices:
+            raise ValueError(
+                f"parallel.data: {processes} processes train on all of their {devices} "
+                f"devices, but data {data} x fsdp {fsdp} uses {data * fsdp}; set data: auto "
+                "(or data x fsdp to the device count)"
+            )
     except ValueError as error:
         where, _, message = str(error).partition(": ")
         key = where.split(".")[-1]
@@ -506,6 +519,19 @@ def parallel_counts(loaded: LoadedSpec) -> tuple[int, int] | None:
     if problem is not None:
         raise SpecError([problem])
     return data, fsdp
+
+
+def share_data(loaded: LoadedSpec, wired: Wired, counts: tuple[int, int]) -> None:
+    """Make the data source read only this process's rows of each global batch on the
+    `data x fsdp` mesh; `SpecError` when it cannot (a `python` function without
+    `process_index`)."""
+    from beagle import data
+    from beagle.training.sharding import BatchShare, make_mesh
+
+    try:
+        wired.data.source.share_with(BatchShare(make_mesh(*counts)))
+    except data.DataError as error:
+        raise SpecError([loaded.problem(error.field, error.message, error.hint)]) from None
 
 
 def trace_spec(loaded: LoadedSpec) -> list[Problem]:

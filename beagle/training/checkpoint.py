@@ -184,7 +184,8 @@ class CheckpointWriter:
 
     With `asynchronous=True` a save hands the state (a fresh on-device copy that no step
     will donate) and the record to one background thread, which runs orbax's save there:
-    the loop only waits when the previous save is still running. Orbax writes each
+    the loop only waits when the previous save is still running (on one process; with
+    several, saves run in the loop's thread). Orbax writes each
     checkpoint under a temporary name and renames it when complete. The manager keeps the
     newest `keep` checkpoints plus, with `keep_best`, the best one (orbax's `LatestN` and
     `BestN` preservation policies) and removes temporary folders a killed save left.
@@ -231,9 +232,12 @@ class CheckpointWriter:
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=(_STATE, _RECORD)
         )
+        # With several processes orbax's save runs collectives of its own (an allgather),
+        # which must not interleave with the steps' collectives: there, saves run in the
+        # loop's thread, between steps.
         self._executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="beagle-checkpoint")
-            if asynchronous
+            if asynchronous and jax.process_count() == 1
             else None
         )
         self._running: Future[None] | None = None
