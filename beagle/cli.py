@@ -230,7 +230,7 @@ def _run(
     """`beagle run`'s work, its exceptions turned into messages and exit codes."""
     from beagle import api
     from beagle.runner import RunRefused, print_summary
-    from beagle.runner.distributed import ClusterError
+    from beagle.runner.distributed import ClusterError, first_line
     from beagle.runner.origin import raised_in_user_code
     from beagle.spec import SpecError
     from beagle.training import DataExhaustedError, NonFiniteLossError, TrainingInterrupted
@@ -269,6 +269,17 @@ def _run(
             EXIT_FAILED,
         ) from None
     except Exception as error:
+        if cluster.enabled and _lost_peer(error):
+            raise _fail(
+                [
+                    traceback.format_exc().rstrip(),
+                    f"{spec}: training failed: another process of this run was lost "
+                    f"({first_line(error)})",
+                    "  hint: re-run every process with the same command; they resume from "
+                    "the last complete checkpoint",
+                ],
+                EXIT_FAILED,
+            ) from None
         if raised_in_user_code(error):  # their model, loss or data function: theirs to read
             raise _fail(
                 [traceback.format_exc().rstrip(), f"{spec}: training failed"], EXIT_FAILED
@@ -283,6 +294,13 @@ def _run(
         ) from None
     if result.process_index == 0:
         print_summary(result)
+
+
+def _lost_peer(error: BaseException) -> bool:
+    """Whether `error` is the runtime's report of a collective whose peers went away."""
+    import jax
+
+    return isinstance(error, jax.errors.JaxRuntimeError)
 
 
 @app.command()

@@ -15,7 +15,10 @@ is the one that writes the run folder, a barrier, and process 0's decision for e
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
+import sys
+import threading
 import time
 from typing import Any
 
@@ -132,7 +135,7 @@ def initialize(cluster: Cluster) -> None:
             )
         except (RuntimeError, ValueError) as error:
             raise ClusterError(
-                f"--distributed auto could not join a run: {_first_line(error)}; outside "
+                f"--distributed auto could not join a run: {first_line(error)}; outside "
                 "SLURM, Open MPI or a Cloud TPU slice, give --coordinator, --num-processes "
                 "and --process-id"
             ) from None
@@ -140,22 +143,54 @@ def initialize(cluster: Cluster) -> None:
     assert cluster.coordinator is not None
     if cluster.process_id != 0:
         wait_for_coordinator(cluster.coordinator, cluster.connect_timeout)
+    # JAX aborts the process (SIGABRT and a C++ stack) when the others do not register in
+    # time; the watchdog ends it first, with a message and exit 2.
+    joined = threading.Event()
+    watchdog = threading.Thread(
+        target=_give_up_unless,
+        args=(joined, cluster),
+        name="beagle-join-watchdog",
+        daemon=True,
+    )
+    watchdog.start()
     try:
         jax.distributed.initialize(
             cluster.coordinator,
             cluster.num_processes,
             cluster.process_id,
-            initialization_timeout=cluster.connect_timeout,
+            initialization_timeout=cluster.connect_timeout + JOIN_MARGIN,
             heartbeat_timeout_seconds=cluster.heartbeat_timeout,
         )
     except (RuntimeError, ValueError) as error:
         raise ClusterError(
             f"process {cluster.process_id} of {cluster.num_processes} could not join the run "
-            f"at {cluster.coordinator}: {_first_line(error)}"
+            f"at {cluster.coordinator}: {first_line(error)}"
         ) from None
+    finally:
+        joined.set()
 
 
-def _first_line(error: BaseException) -> str:
+JOIN_MARGIN = 10
+"""Seconds JAX's own registration timeout is given beyond `connect_timeout`."""
+
+
+def _give_up_unless(joined: threading.Event, cluster: Cluster) -> None:
+    """Exit 2 with a message unless `joined` is set within `cluster.connect_timeout`."""
+    if joined.wait(cluster.connect_timeout):
+        return
+    waiting = "the other processes" if cluster.process_id == 0 else "all processes"
+    sys.stderr.write(
+        f"beagle run: process {cluster.process_id} of {cluster.num_processes} waited "
+        f"{cluster.connect_timeout} s at {cluster.coordinator} for {waiting} to join; start "
+        f"every process with --num-processes {cluster.num_processes} and the same "
+        "--coordinator, or raise --connect-timeout\n"
+    )
+    sys.stderr.flush()
+    os._exit(2)  # nothing is written before every process has joined
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of `error`'s message (its type's name when it has none)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 

@@ -5,6 +5,8 @@ Per step the loop only takes a batch, calls the step with a key it derived ahead
 `chunk` calls one jitted fold adds them to on-device sums, and the host reads the sums
 once per epoch. Checkpoints (see `checkpoint.py`) carry everything an exact resume needs
 (a `resume.ResumeRecord`), including the not yet folded metrics of a partial epoch.
+With several processes (`jax.process_count() > 1`) a stop signal is acted on between
+chunks, once every process agrees, so that all of them save the same step.
 
 Beside it: `options.py` checks the arguments, `batches.py` reads batches and step outputs,
 `signals.py` turns SIGTERM and Ctrl-C into a checkpoint and `TrainingInterrupted`, and
@@ -21,6 +23,7 @@ from typing import Any, Literal, TypeVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from beagle.training.batches import bad_step_output, batch_size, stack_batches, takes_epoch
 from beagle.training.checkpoint import (
@@ -77,6 +80,7 @@ class _Run:
         self.validations = 0
         self.saved_step: int | None = None
         self.stop = StopRequest()
+        self.solo = jax.process_count() == 1
         self.writer: CheckpointWriter | None = None
         self.progress = EpochProgress(self.cfg.num_epochs) if self.cfg.show_progress else None
         self.train_names_checked = False
@@ -165,7 +169,7 @@ class _Run:
 
     def _epochs(self) -> None:
         while self.epoch < self.cfg.num_epochs and not (self.stopping and self.stopping["stopped"]):
-            if self.stop.requested:  # arrived during the previous epoch's end
+            if self._stopping():  # arrived during the previous epoch's end
                 raise StopRequested
             started = time.perf_counter()
             if self.progress is not None:
@@ -177,7 +181,7 @@ class _Run:
             if self.saved_step != self.global_step:
                 self._save(finished=True)
             self.writer.wait()  # the final save, with the signal handlers still in place
-        if self.stop.requested:  # arrived during the last epoch's end or the final save
+        if self._stopping():  # arrived during the last epoch's end or the final save
             raise StopRequested
 
     # ---------------------------------------------------------------- training
@@ -245,7 +249,7 @@ class _Run:
                     sums.add(metrics, [batch_size(part) for part in parts])
                 self.position += k
                 self.global_step += k
-                if stop.requested:
+                if stop.requested and self.solo:
                     raise StopRequested
                 if progress is not None:
                     lagged, recent = recent, metrics
@@ -256,6 +260,19 @@ class _Run:
             if not self.train_names_checked and sums.names is not None:
                 self._check_train_names(sums.names)
             call = chunk_start + chunk_len
+            if not self.solo and self._stopping():
+                raise StopRequested
+
+    def _stopping(self) -> bool:
+        """Whether a stop was requested. With several processes, whether any of them got
+        one: every process must stop (and save) at the same step, so they agree on it in
+        a collective, which the loop calls only between chunks and epochs."""
+        if self.solo:
+            return self.stop.requested
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.asarray([self.stop.requested]))
+        return bool(np.any(flags))
 
     def _raise_if_not_finite(self, totals: SumsOnHost | None) -> None:
         if totals is None or totals.bad_step is None:

@@ -132,12 +132,8 @@ def process_rows(mesh: Mesh, length: int) -> slice:
     sharding = batch_sharding(mesh, (length,))
     if sharding.is_fully_replicated:
         return slice(0, length)
-    held = sorted(
-        {
-            index[0].indices(length)[:2]
-            for index in sharding.addressable_devices_indices_map((length,)).values()
-        }
-    )
+    indices = sharding.addressable_devices_indices_map((length,)).values()
+    held = sorted({index[0].indices(length)[:2] for index in indices if index is not None})
     start, stop = held[0]
     for lo, hi in held[1:]:
         if lo != stop:
