@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jsonschema
@@ -178,21 +179,28 @@ def test_console_script_finds_user_packages_in_current_directory(tmp_path: Path)
     assert result.returncode == 0, result.stderr
 
 
-def test_multi_host_options_are_refused_plainly_for_now(tmp_path: Path) -> None:
+def test_a_bad_spec_is_reported_before_joining_other_processes(tmp_path: Path) -> None:
+    """The spec is validated before the process waits for a coordinator that is not there."""
     spec = write_spec(tmp_path / "spec.yaml")
+    spec.write_text(spec.read_text().replace("epochs:", "epochz:"))
+    started = time.monotonic()
     result = beagle(
         "run",
         str(spec),
         "--coordinator",
-        "h:1234",
+        "127.0.0.1:9",  # the discard port: nobody listens
         "--num-processes",
         "2",
         "--process-id",
-        "0",
+        "1",
+        "--connect-timeout",
+        "120",
         cwd=tmp_path,
     )
-    assert result.returncode == 2
-    assert "not supported yet" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert "spec.yaml:" in result.stderr and "epochz" in result.stderr
+    assert "coordinator" not in result.stderr
+    assert time.monotonic() - started < 60
     assert not (tmp_path / "runs").exists()
 
 

@@ -210,10 +210,15 @@ def test_stacked_calls_split_their_batch_axis(
     assert_close(history(tmp_path, "runs/k4"), one_device)
 
 
-def test_killed_four_device_run_resumes_on_one_device(
-    tmp_path: Path, one_device: dict[str, list[float]]
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [("parallel: {data: 4}\n", ""), ("", "parallel: {data: 2, fsdp: 2}\n")],
+    ids=["4-to-1", "1-to-4"],
+)
+def test_killed_run_resumes_on_another_device_count(
+    tmp_path: Path, one_device: dict[str, list[float]], before: str, after: str
 ) -> None:
-    spec = write(tmp_path, "spec.yaml", log_dir="runs/moved", parallel="parallel: {data: 4}\n")
+    spec = write(tmp_path, "spec.yaml", log_dir="runs/moved", parallel=before)
     process = subprocess.Popen(
         [sys.executable, "-m", "beagle", "run", spec],
         cwd=tmp_path,
@@ -231,7 +236,7 @@ def test_killed_four_device_run_resumes_on_one_device(
     process.communicate(timeout=30)
     saved = checkpoint_steps(checkpoints)  # complete ones (a kill mid-save leaves a tmp)
     assert saved and max(saved) < 480, saved  # killed before the end (30 epochs x 16 steps)
-    write(tmp_path, spec, log_dir="runs/moved")  # the same spec without `parallel`
+    write(tmp_path, spec, log_dir="runs/moved", parallel=after)  # moved to other devices
     done = beagle(tmp_path, "run", spec)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming par_run from" in done.stdout + done.stderr
