@@ -62,6 +62,7 @@ def test_public_api_is_exported() -> None:
         "checkpoint_info",
         "CheckpointInfo",
         "make_placement",
+        "BatchShare",
         "Placement",
         "shard",
     }

@@ -15,10 +15,11 @@ from beagle.training.early_stopping import EarlyStopping
 from beagle.training.errors import DataExhaustedError, NonFiniteLossError, TrainingInterrupted
 from beagle.training.loop import train_loop
 from beagle.training.metrics import Metrics, average_metrics, format_metrics
-from beagle.training.sharding import Placement, make_placement, shard
+from beagle.training.sharding import BatchShare, Placement, make_placement, shard
 from beagle.training.state import TrainState
 
 __all__ = [
+    "BatchShare",
     "CheckpointInfo",
     "DataExhaustedError",
     "EarlyStopping",

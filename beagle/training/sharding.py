@@ -274,6 +274,11 @@ class Placement:
         """The printable placement of `state`."""
         return placement_table(state, self.mesh)
 
+    @property
+    def share(self) -> BatchShare:
+        """Global batches from this process's rows (for a mesh over several processes)."""
+        return BatchShare(self.mesh)
+
 
 def make_placement(
     state: Any, *, data: Count = "auto", fsdp: int = 1, devices: Sequence[jax.Device] | None = None
