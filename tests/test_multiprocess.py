@@ -234,6 +234,21 @@ def test_python_source_without_process_index_is_refused(tmp_path: Path) -> None:
     assert not checkpoints.exists()
 
 
+def test_processes_that_see_different_checkpoints_refuse_to_start(tmp_path: Path) -> None:
+    """A `checkpoint.dir` that is not shared: process 0 finds a checkpoint, process 1 none."""
+    spec, _ = write_spec(tmp_path, epochs=1)
+    local = ("--set", "checkpoint.dir=checkpoints")  # relative: each process its own folder
+    done = one_process(tmp_path / "p0", spec, *local, devices=4)
+    assert done.returncode == 0, done.stderr[-3000:]
+    before = files(tmp_path / "p0")
+    results = run(tmp_path, spec, 2, *local, "--set", "train.epochs=2")
+    for done in results:
+        assert done.returncode == 2, done.stderr[-3000:]
+        assert "process 0: checkpoint_14, process 1: none" in done.stderr
+        assert "shared filesystem" in done.stderr
+    assert files(tmp_path / "p0") == before and files(tmp_path / "p1") == []
+
+
 def test_an_unreachable_coordinator_is_exit_2_within_the_connect_timeout(
     tmp_path: Path,
 ) -> None:

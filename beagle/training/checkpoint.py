@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import re
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +29,7 @@ CHECKPOINT_PREFIX = "checkpoint"
 _NAME = re.compile(rf"{CHECKPOINT_PREFIX}_(\d+)")
 _STATE = "state"
 _RECORD = "record"
+_RECORD_FILE = "metadata"  # the file orbax's JsonCheckpointHandler writes the record to
 _BEST_STEP = "best_step"  # the orbax metric of a checkpoint the loop marked as its best
 
 StateT = TypeVar("StateT")
@@ -63,7 +65,7 @@ def _is_complete(path: Path) -> bool:
         _NAME.fullmatch(path.name) is not None
         and path.is_dir()
         and (path / _STATE).is_dir()
-        and (path / _RECORD).exists()
+        and (path / _RECORD / _RECORD_FILE).is_file()
     )
 
 
@@ -87,15 +89,17 @@ def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
 
 
 def read_record(path: str | Path) -> ResumeRecord:
-    """The record of the checkpoint at `path`."""
+    """The record of the checkpoint at `path`.
+
+    Read as the JSON file it is, not through orbax: an orbax restore is a collective when
+    several processes run, and a record is read by whichever process needs it (each one
+    deciding whether to resume, before they agree).
+    """
     path = Path(path)
     if not _is_complete(path):
         raise FileNotFoundError(f"{path} is not a complete beagle checkpoint")
-    checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-    restored = checkpointer.restore(
-        path.absolute(), args=ocp.args.Composite(**{_RECORD: ocp.args.JsonRestore()})
-    )
-    return ResumeRecord.from_json(restored[_RECORD])
+    text = (path / _RECORD / _RECORD_FILE).read_text(encoding="utf-8")
+    return ResumeRecord.from_json(json.loads(text))
 
 
 def checkpoint_info(path: str | Path) -> CheckpointInfo:
