@@ -15,7 +15,7 @@ import traceback
 from enum import Enum
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,6 +24,7 @@ from beagle.runner.distributed import DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT
 
 if TYPE_CHECKING:
     from beagle.runner.distributed import Cluster
+    from beagle.runner.inference import LoadedRun
 
 app = typer.Typer(
     name="beagle",
@@ -301,6 +302,127 @@ def _lost_peer(error: BaseException) -> bool:
     import jax
 
     return isinstance(error, jax.errors.JaxRuntimeError)
+
+
+CheckpointOption = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint",
+        metavar="best|latest|STEP|PATH",
+        help="Which checkpoint (default: best when the spec keeps one, else latest).",
+    ),
+]
+RunArgument = Annotated[
+    Path,
+    typer.Argument(metavar="SPEC", help="The spec file, or its run folder.", show_default=False),
+]
+
+
+def _load_run(spec: Path, checkpoint: str | None) -> LoadedRun:
+    """The trained run `spec` names, or exit 2 saying why there is none."""
+    from beagle.runner.inference import RunNotUsable, load_run
+    from beagle.spec import SpecError
+
+    try:
+        return load_run(spec, checkpoint)
+    except RunNotUsable as error:
+        raise _fail([f"{spec}: {error}"], EXIT_INVALID) from None
+    except SpecError as error:
+        raise _fail([str(problem) for problem in error.problems], EXIT_INVALID) from None
+
+
+@app.command("eval")
+def eval_(
+    spec: RunArgument,
+    checkpoint: CheckpointOption = None,
+    split: Annotated[str, typer.Option("--split", help="val, test or train.")] = "val",
+) -> None:
+    """Evaluate a checkpoint's model on every example of a split."""
+    from beagle.runner.inference import RunNotUsable, evaluate
+    from beagle.training import checkpoint_info
+
+    run = _load_run(spec, checkpoint)
+    try:
+        result = evaluate(run, split)
+    except RunNotUsable as error:
+        raise _fail([f"{spec}: {error}"], EXIT_INVALID) from None
+    info = checkpoint_info(run.checkpoint)
+    record = {
+        "checkpoint": str(run.checkpoint),
+        "step": info.step,
+        "epoch": info.epoch,
+        "split": split,
+        "examples": result["examples"],
+        "metrics": result["metrics"],
+        "spec_hash": info.metadata.get("spec_hash"),
+        "module_hash": info.metadata.get("module_hash"),
+        "beagle_version": __version__,
+    }
+    out = run.folder / "eval" / f"checkpoint_{info.step}-{split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    typer.echo(f"{run.checkpoint} (epoch {info.epoch}) on {split}: {result['examples']} examples")
+    for name, value in sorted(result["metrics"].items()):
+        typer.echo(f"  {name:<24} {value:.6g}")
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def predict(
+    spec: RunArgument,
+    input_: Annotated[
+        Path, typer.Option("--input", metavar="FILE.npz", help="Arrays keyed as model.input.")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", metavar="FILE.npz", help="Where the outputs go.")
+    ],
+    checkpoint: CheckpointOption = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Rows per call (default: the spec's).")
+    ] = None,
+) -> None:
+    """Apply a checkpoint's model, in eval mode, to every row of an npz file."""
+    import numpy as np
+
+    from beagle.runner.inference import RunNotUsable
+
+    if batch_size is not None and batch_size < 1:
+        raise _fail([f"--batch-size must be at least 1, got {batch_size}"], EXIT_INVALID)
+    try:
+        with np.load(input_, allow_pickle=False) as stored:
+            inputs = {key: stored[key] for key in stored.files}
+    except (OSError, ValueError) as error:
+        raise _fail([f"{input_}: cannot read it as an npz file ({error})"], EXIT_INVALID) from None
+    run = _load_run(spec, checkpoint)
+    try:
+        outputs = run.predict(inputs, batch_size)
+    except RunNotUsable as error:
+        raise _fail([f"{input_}: {error}"], EXIT_INVALID) from None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, Any] = dict(outputs)
+    with output.open("wb") as handle:
+        np.savez(handle, **arrays)
+    rows = next(iter(outputs.values())).shape[0]
+    typer.echo(f"wrote {output}: {', '.join(sorted(outputs))} for {rows} rows ({run.checkpoint})")
+
+
+@app.command()
+def export(
+    spec: RunArgument,
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Output folder.")],
+    checkpoint: CheckpointOption = None,
+) -> None:
+    """Write a checkpoint's model as DIR/model.jax (jax.export), DIR/params and a manifest."""
+    from beagle.runner.export import export_run
+
+    if out.exists() and not out.is_dir():
+        raise _fail([f"--out {out} is a file, not a folder"], EXIT_INVALID)
+    run = _load_run(spec, checkpoint)
+    manifest = export_run(run, out)
+    typer.echo(
+        f"wrote {out}/model.jax, {out}/params and {out}/manifest.json "
+        f"(step {manifest['checkpoint']['step']}, platforms {', '.join(manifest['platforms'])})"
+    )
 
 
 @app.command()

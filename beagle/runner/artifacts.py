@@ -15,7 +15,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +111,11 @@ class RunFolder:
         return self.path / "curves.png"
 
     @property
+    def run_file(self) -> Path:
+        """`run.json`: what `beagle eval`, `predict`, `export` and `load_run` need to know."""
+        return self.path / "run.json"
+
+    @property
     def tensorboard_dir(self) -> Path:
         return self.path / "tensorboard"
 
@@ -129,6 +134,9 @@ class RunFolder:
         self.create()
         write_text_atomic(self.spec_file, spec_text)
         write_text_atomic(self.module_file, module_text)
+
+    def write_run_record(self, record: Mapping[str, Any]) -> None:
+        write_text_atomic(self.run_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     def write_history(self, history: History) -> None:
         """`history.json` (exactly `history`) and `metrics.csv` (a row per epoch)."""

@@ -313,8 +313,11 @@ def run_spec(
             resume.clear_checkpoints(checkpoint_dir)
         folder.clear_outputs()
     if team.writes:
+        from beagle.runner.inference import run_record
+
         _create(loaded, folder)
         folder.write_sources(loaded.text, module_text)
+        folder.write_run_record(run_record(loaded, wired.data.sample, checkpoint_dir))
     team.barrier("beagle-run-folder-ready")  # the others start once process 0 has cleared
     start_step = plan.info.step if plan.resuming and plan.info is not None else 0
     start_epoch = plan.info.epoch if plan.resuming and plan.info is not None else 0

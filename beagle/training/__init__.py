@@ -6,9 +6,12 @@ modules and `beagle run` rely on. Not imported by `import beagle`.
 
 from beagle.training.checkpoint import (
     CheckpointInfo,
+    Checkpoints,
     checkpoint_info,
+    checkpoints,
     latest_checkpoint,
     load_checkpoint,
+    load_variables,
     save_checkpoint,
 )
 from beagle.training.early_stopping import EarlyStopping
@@ -21,6 +24,7 @@ from beagle.training.state import TrainState
 __all__ = [
     "BatchShare",
     "CheckpointInfo",
+    "Checkpoints",
     "DataExhaustedError",
     "EarlyStopping",
     "Metrics",
@@ -30,9 +34,11 @@ __all__ = [
     "TrainingInterrupted",
     "average_metrics",
     "checkpoint_info",
+    "checkpoints",
     "format_metrics",
     "latest_checkpoint",
     "load_checkpoint",
+    "load_variables",
     "make_placement",
     "save_checkpoint",
     "shard",

@@ -157,6 +157,66 @@ def load_checkpoint(path: str | Path, state: StateT) -> StateT:
     return restore_checkpoint(path, state)[0]
 
 
+VARIABLES = ("params", "batch_stats")
+"""The state fields inference needs: the model's variables, without optimizer state."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoints:
+    """The complete checkpoints of a checkpoint directory (see `checkpoints`)."""
+
+    latest: Path | None  # the highest step
+    best: Path | None  # the one `train_loop` recorded as its best (with `best_metric`)
+    steps: list[int]  # every complete checkpoint's step, ascending
+
+
+def checkpoints(checkpoint_dir: str | Path) -> Checkpoints:
+    """The latest and the best checkpoint in `checkpoint_dir`, as paths, and all steps.
+
+    `best` is the checkpoint the latest record names as the run's best (a run with
+    `best_metric`), if it is still on disk; None otherwise.
+    """
+    steps = checkpoint_steps(checkpoint_dir)
+    if not steps:
+        return Checkpoints(None, None, [])
+    latest = checkpoint_path(checkpoint_dir, steps[-1])
+    recorded = read_record(latest).best
+    best = None
+    if recorded is not None and int(recorded["step"]) in steps:
+        best = checkpoint_path(checkpoint_dir, int(recorded["step"]))
+    return Checkpoints(latest, best, steps)
+
+
+def load_variables(path: str | Path, target: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's variables (`params`, and `batch_stats` when `target` has them) saved in
+    the checkpoint at `path` (a checkpoint, or a directory: its latest), without the
+    optimizer state.
+
+    `target` gives each leaf's shape, dtype and placement (arrays or
+    `jax.ShapeDtypeStruct`s with a `sharding`), so a checkpoint written on any device
+    layout restores onto the caller's: `model.init`'s variables, or
+    `jax.eval_shape(model.init, ...)` with shardings, will do.
+    """
+    path = _resolve(path).absolute()
+    item = {key: target[key] for key in VARIABLES if key in target}
+    if "params" not in item:
+        raise ValueError("target must hold `params` (and `batch_stats` for BatchNorm)")
+    checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+    restored = checkpointer.restore(
+        path,
+        args=ocp.args.Composite(
+            **{
+                _STATE: ocp.args.PyTreeRestore(
+                    item=item,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                    partial_restore=True,
+                )
+            }
+        ),
+    )
+    return dict(restored[_STATE])
+
+
 def save_checkpoint(
     state: Any,
     checkpoint_dir: str | Path,
