@@ -138,7 +138,12 @@ def run(
         typer.Option("--set", metavar="KEY=VALUE", help="Override a key by its dotted path."),
     ] = None,
     restart: Annotated[
-        bool, typer.Option("--restart", help="Start over, replacing the checkpoints.")
+        bool,
+        typer.Option(
+            "--restart",
+            help="Start over: the checkpoints move to <checkpoint.dir>.previous and the run "
+            "folder's files to <log.dir>.previous (one generation), once the spec proves usable.",
+        ),
     ] = False,
     no_progress: Annotated[
         bool,

@@ -191,6 +191,17 @@ def test_changed_module_refuses_resume_with_exit_2(reference: Path, tmp_path: Pa
     assert len(history["train_loss"]) == 30
     assert history["train_loss"][0] != reference_history["train_loss"][0]  # started over
     assert "Traceback" not in refused.stderr
+    # one generation kept: the replaced run's files and checkpoints, as they were
+    kept = tmp_path / "runs/cli_tiny.previous"
+    assert "moved the checkpoints to runs/cli_tiny/checkpoints.previous" in restarted.stderr
+    assert "the run's files to runs/cli_tiny.previous" in restarted.stderr
+    assert (kept / "history.json").read_text() == (
+        reference / "runs/cli_tiny/history.json"
+    ).read_text()
+    assert "learning_rate: 0.01" not in (kept / "spec.yaml").read_text()
+    old_steps = sorted(p.name for p in (reference / "runs/cli_tiny/checkpoints").iterdir())
+    kept_checkpoints = tmp_path / "runs/cli_tiny/checkpoints.previous"
+    assert sorted(p.name for p in kept_checkpoints.iterdir()) == old_steps
 
 
 def test_invalid_spec_exits_2_without_traceback(tmp_path: Path) -> None:

@@ -42,6 +42,38 @@ def higher_is_better(name: str) -> bool:
     return any(word in lowered for word in _HIGHER_IS_BETTER)
 
 
+def previous(path: Path) -> Path:
+    """`<path>.previous`: where `--restart` keeps one generation of what it replaces."""
+    return path.with_name(path.name + ".previous")
+
+
+def keep_previous(folder: RunFolder, checkpoint_dir: Path | None) -> list[str]:
+    """Move the checkpoint directory to `<checkpoint.dir>.previous` and the run's files to
+    `<log.dir>.previous/`, replacing an older generation; what was moved, for the user."""
+    moved = []
+    if checkpoint_dir is not None and checkpoint_dir.is_dir() and any(checkpoint_dir.iterdir()):
+        target = previous(checkpoint_dir)
+        _remove(target)
+        checkpoint_dir.rename(target)
+        moved.append(f"the checkpoints to {target}")
+    files = folder.run_files
+    if files:
+        target = previous(folder.path)
+        _remove(target)
+        target.mkdir(parents=True)
+        for path in files:
+            path.rename(target / path.name)
+        moved.append(f"the run's files to {target}")
+    return moved
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a file so that a reader (or a kill) never sees it half-written."""
     temporary = path.with_name(f".{path.name}.tmp")
@@ -121,6 +153,21 @@ class RunFolder:
 
     def create(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def run_files(self) -> list[Path]:
+        """Everything a run writes into its folder (the checkpoints aside), that exists."""
+        names = ("classes.json", "eval", self.tensorboard_dir.name)
+        candidates = [
+            self.spec_file,
+            self.module_file,
+            self.run_file,
+            self.history_file,
+            self.metrics_file,
+            self.curves_file,
+            *(self.path / name for name in names),
+        ]
+        return [path for path in candidates if path.exists()]
 
     def clear_outputs(self) -> None:
         """Remove what a previous run wrote (for `--restart` and fresh runs)."""

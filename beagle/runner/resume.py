@@ -1,8 +1,8 @@
 """Resume, restart and refusal: what a run does with the checkpoints it finds.
 
 - No checkpoint: start fresh.
-- `--restart`: start fresh; `run_spec` removes the `checkpoint_<step>` folders in
-  `checkpoint.dir` (`clear_checkpoints`) once wiring and the trace have succeeded.
+- `--restart`: start fresh; once wiring and the trace have succeeded, `run_spec` moves
+  the checkpoint directory and the run's files to `.previous` (`artifacts.keep_previous`).
 - A checkpoint written by a different generated module: refuse (`RunRefused`, exit 2),
   naming the spec keys that changed (from the spec text recorded in the checkpoint).
 - A finished checkpoint whose run needs no more epochs: already complete.
@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import difflib
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,6 @@ __all__ = [
     "ResumePlan",
     "agree_on_plan",
     "changed_keys",
-    "clear_checkpoints",
     "describe_change",
     "plan_resume",
 ]
@@ -53,21 +51,6 @@ class ResumePlan:
     @property
     def resuming(self) -> bool:
         return self.checkpoint is not None and not self.complete
-
-
-def clear_checkpoints(directory: Path) -> int:
-    """Remove every `checkpoint_*` entry of `directory` (nothing else); return how many."""
-    if not directory.is_dir():
-        return 0
-    removed = 0
-    for entry in directory.iterdir():
-        if entry.name.startswith("checkpoint_"):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-            removed += 1
-    return removed
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

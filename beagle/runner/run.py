@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from beagle import __version__
-from beagle.runner.artifacts import RunFolder, TensorBoardLog, higher_is_better
+from beagle.runner.artifacts import RunFolder, TensorBoardLog, higher_is_better, keep_previous
 from beagle.runner.distributed import ONE_PROCESS, Team
 from beagle.runner.result import Best, BestCheckpoint, RunResult, early_stop_reason
 from beagle.spec import LoadedSpec, Problem, SpecError
@@ -309,8 +309,12 @@ def run_spec(
         notes.append(note)
         notify(note)
     elif team.writes:
-        if restart and checkpoint_dir is not None:
-            resume.clear_checkpoints(checkpoint_dir)
+        if restart:
+            moved = keep_previous(folder, checkpoint_dir)
+            if moved:
+                note = f"restarting {spec.name}: moved " + " and ".join(moved)
+                notes.append(note)
+                notify(note)
         folder.clear_outputs()
     if team.writes:
         from beagle.runner.inference import run_record
