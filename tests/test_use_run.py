@@ -206,3 +206,82 @@ def test_import_beagle_stays_free_of_jax_and_load_run_is_lazy() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["False", "beagle.runner.inference", "load_run"]
+
+
+def fine_tune_spec(folder: Path, source: Path, extra: str = "", args: str = "") -> Path:
+    text = SPEC.replace("log: {dir: runs/use, plot: false}", "log: {dir: runs/tuned, plot: false}")
+    text = text.replace("learning_rate: 0.01", "learning_rate: 0.001")
+    if args:
+        text = text.replace("num_classes: 10,", args)
+    spec = folder / "tuned.yaml"
+    spec.write_text(text + f"init: {{from: {source}, checkpoint: latest{extra}}}\n")
+    return spec
+
+
+def wired_state(spec: Path) -> tuple[object, object]:
+    """The fresh state `beagle run` would build for `spec`, and the one `init` makes of it."""
+    from beagle.compiler import compile_spec
+    from beagle.runner import trace, wiring
+    from beagle.runner.warm_start import warm_start
+    from beagle.spec import load_spec
+
+    loaded = load_spec(spec, imports="import")
+    module = wiring.import_module_from_text(
+        compile_spec(loaded.spec, loaded.source_name), "_tuned", str(spec)
+    )
+    fresh = trace.wire(loaded, module).state
+    return fresh, warm_start(loaded, fresh)[0]
+
+
+def test_init_takes_the_variables_and_starts_the_optimizer_fresh(
+    trained: Path, tmp_path: Path
+) -> None:
+    from beagle.training import load_variables
+
+    source = checkpoints(trained / "runs/use/checkpoints").latest
+    assert source is not None
+    _, state = wired_state(fine_tune_spec(tmp_path, trained / "runs/use"))
+    saved = load_variables(source, {"params": state.params, "batch_stats": state.batch_stats})
+    for key in ("params", "batch_stats"):
+        same = jax.tree.map(np.array_equal, getattr(state, key), saved[key])
+        assert all(jax.tree.leaves(same)), key
+    assert int(state.step) == 0
+    assert all(not np.any(leaf) for leaf in jax.tree.leaves(state.opt_state))
+
+    done = beagle_cli(tmp_path, "run", "tuned.yaml", "--no-progress", "--set", "train.epochs=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"starts from the params and BatchNorm statistics of {source}" in done.stderr
+
+
+def test_init_with_a_new_head_keeps_the_head_s_own_initialisation(
+    trained: Path, tmp_path: Path
+) -> None:
+    args = "num_classes: 5,"
+    refused = fine_tune_spec(tmp_path, trained / "runs/use", args=args)
+    done = beagle_cli(tmp_path, "run", str(refused), "--no-progress")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "tuned.yaml:" in done.stderr and "init.from" in done.stderr
+    assert "params/head/kernel: shape (128, 10) in the checkpoint, (128, 5) here" in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+    spec = fine_tune_spec(tmp_path, trained / "runs/use", ", exclude: [params/head]", args)
+    fresh, state = wired_state(spec)
+    assert all(
+        jax.tree.leaves(jax.tree.map(np.array_equal, state.params["head"], fresh.params["head"]))
+    )
+    source = checkpoints(trained / "runs/use/checkpoints").latest
+    assert source is not None
+    from beagle.training import load_variables
+
+    saved = load_variables(source, {"params": {"conv_0": state.params["conv_0"]}})
+    same = jax.tree.map(np.array_equal, state.params["conv_0"], saved["params"]["conv_0"])
+    assert all(jax.tree.leaves(same))
+
+
+def test_init_from_a_folder_without_checkpoints_is_a_spec_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    spec = fine_tune_spec(tmp_path, tmp_path / "empty")
+    done = beagle_cli(tmp_path, "run", str(spec), "--no-progress")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "init.from" in done.stderr and "holds no checkpoint" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "tuned.yaml"]

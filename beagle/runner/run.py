@@ -291,6 +291,16 @@ def run_spec(
     )
     counts = trace.parallel_counts(loaded, team.count)
     wired = trace.wire(loaded, module)
+    if spec.init is not None and not plan.resuming:
+        from beagle.runner.warm_start import warm_start
+
+        wired.state, source = warm_start(loaded, wired.state)
+        note = (
+            f"{spec.name} starts from the params and BatchNorm statistics of {source} "
+            "(init.from), with a fresh optimizer"
+        )
+        notes.append(note)
+        notify(note)
     if team.count > 1:
         assert counts is not None
         trace.share_data(loaded, wired, counts)

@@ -328,6 +328,30 @@ class CheckpointSpec(_Section):
     )
 
 
+VARIABLE_PATH_PATTERN = r"^(?:params|batch_stats)(?:/[A-Za-z0-9_]+)*$"
+"""A path into the model's variables: `params/dense_1` or `params/dense_1/kernel`."""
+
+
+class InitSpec(_Section):
+    """Start a new run from another run's params and BatchNorm statistics (fine-tuning)."""
+
+    from_: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
+        alias="from",
+        description="A run folder, a checkpoint directory or a checkpoint to take the "
+        "params and BatchNorm statistics from; the optimizer starts fresh.",
+    )
+    checkpoint: Literal["best", "latest"] | Annotated[int, Field(ge=0)] = Field(
+        default="best",
+        description="Which checkpoint of a run folder or checkpoint directory: best, latest "
+        "or a step.",
+    )
+    exclude: list[Annotated[str, StringConstraints(pattern=VARIABLE_PATH_PATTERN)]] = Field(
+        default_factory=list,
+        description="Variable paths (params/<layer>[/<name>]) that keep the new model's "
+        "own initialisation, e.g. a new head.",
+    )
+
+
 class ParallelSpec(_Section):
     """Data and FSDP parallelism over a `data x fsdp` device mesh (docs/scale-out.md)."""
 
@@ -395,5 +419,10 @@ class Spec(_Section):
     )
     parallel: ParallelSpec | None = Field(
         default=None, description="Data and FSDP parallelism; absent: one device."
+    )
+    init: InitSpec | None = Field(
+        default=None,
+        description="Start from another run's params and BatchNorm statistics, with a fresh "
+        "optimizer (ignored when this run resumes its own checkpoint).",
     )
     log: LogSpec | None = Field(default=None, description="The run folder and its files.")
