@@ -178,9 +178,19 @@ def test_sigterm_exits_3_and_rerun_continues_exactly(
 def test_changed_module_refuses_resume_with_exit_2(reference: Path, tmp_path: Path) -> None:
     shutil.copytree(reference / "runs", tmp_path / "runs")
     (tmp_path / "spec.yaml").write_text(SPEC)
-    refused = beagle(tmp_path, "run", "spec.yaml", "--set", "optimizer.learning_rate=0.01")
+    refused = beagle(
+        tmp_path,
+        "run",
+        "spec.yaml",
+        "--set",
+        "optimizer.learning_rate=0.01",
+        "--set",
+        "train.epochs=31",
+    )
     assert refused.returncode == 2, refused.stderr
     assert "optimizer.learning_rate" in refused.stderr and "--restart" in refused.stderr
+    assert "train.epochs" not in refused.stderr  # it does not block a resume
+    assert "--restart --set init.from=" in refused.stderr
     assert "Traceback" not in refused.stderr
     restarted = beagle(
         tmp_path, "run", "spec.yaml", "--set", "optimizer.learning_rate=0.01", "--restart"

@@ -167,3 +167,31 @@ def test_diff_module_is_none_when_current_and_a_unified_diff_otherwise(tmp_path:
     assert f"--- {tmp_path / 'demo.py'}" in diff and "-b = 2\n+b = 3\n" in diff
     missing = diff_module("a = 1\n", tmp_path, "other")
     assert missing is not None and "--- /dev/null" in missing and "+a = 1\n" in missing
+
+
+# One override under each of `OUTSIDE_MODULE`'s keys (a refused resume does not list them).
+OUTSIDE_OVERRIDES = {
+    "train.epochs": ["train.epochs=97"],
+    "train.batches_per_epoch": ["train.batches_per_epoch=8"],
+    "validation": ["validation.every=3"],
+    "early_stopping": [
+        "early_stopping.metric=train_loss",
+        "early_stopping.mode=min",
+        "early_stopping.patience=4",
+    ],
+    "checkpoint": ["checkpoint.every=7", "checkpoint.keep=9"],
+    "log": ["log.dir=elsewhere", "log.plot=false"],
+    "parallel": ["parallel.data=1"],
+    "init": ["init.from=some/run", "init.exclude=[params/head]"],
+}
+
+
+@pytest.mark.parametrize("spec_path", SPECS, ids=[path.stem for path in SPECS])
+def test_keys_outside_the_module_do_not_change_it(spec_path: Path) -> None:
+    from beagle.runner.resume import OUTSIDE_MODULE
+
+    assert sorted(OUTSIDE_OVERRIDES) == sorted(OUTSIDE_MODULE)
+    _, text = compiled(spec_path)
+    for key, overrides in OUTSIDE_OVERRIDES.items():
+        loaded = load_spec(spec_path, overrides, imports="none")
+        assert compile_spec(loaded.spec, loaded.source_name) == text, key

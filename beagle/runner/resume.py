@@ -104,6 +104,7 @@ def describe_change(
     ]
     old_spec = metadata.get(SPEC_TEXT)
     changes = changed_keys(old_spec, spec_text) if old_spec is not None else []
+    changes = [change for change in changes if not _outside_module(change)]
     if changes:
         lines.append("the spec changed at:")
         lines.extend(f"  {change}" for change in changes[:20])
@@ -130,10 +131,30 @@ def describe_change(
                 lines.append("the module changed:")
                 lines.extend(f"  {line}" for line in diff[:30])
     lines.append(
-        "re-run with --restart to start over (the checkpoints there are replaced), "
-        "or undo the change to continue"
+        "undo the change to continue; or re-run with --restart to start over (the previous "
+        "checkpoints and run files move to .previous); or start over from these weights "
+        f"with a fresh optimizer: --restart --set init.from={checkpoint.parent}"
     )
     return "\n".join(lines)
+
+
+OUTSIDE_MODULE = (
+    "train.epochs",
+    "train.batches_per_epoch",
+    "validation",
+    "early_stopping",
+    "checkpoint",
+    "log",
+    "parallel",
+    "init",
+)
+"""Spec keys that never reach the generated module (a test compiles each to check): a
+change there does not block a resume, so a refusal does not list it."""
+
+
+def _outside_module(change: str) -> bool:
+    key = change.split(":", 1)[0]
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in OUTSIDE_MODULE)
 
 
 def plan_resume(
