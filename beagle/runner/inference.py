@@ -86,10 +86,10 @@ def find_run_folder(path: str | Path) -> Path:
     if path.is_dir():
         folder = path
     elif path.is_file():
-        from beagle.runner.run import _log_dir
+        from beagle.runner.paths import log_dir
         from beagle.spec import load_spec
 
-        folder = _log_dir(load_spec(path, imports="none"))
+        folder = log_dir(load_spec(path, imports="none"))
     else:
         raise RunNotUsable(f"{path} is neither a run folder nor a spec file")
     if not (folder / "run.json").is_file():

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from beagle import __version__
 from beagle.runner.artifacts import RunFolder, TensorBoardLog, higher_is_better, keep_previous
 from beagle.runner.distributed import ONE_PROCESS, Team
+from beagle.runner.paths import checkpoint_dir as find_checkpoint_dir
+from beagle.runner.paths import log_dir as find_log_dir
 from beagle.runner.result import Best, BestCheckpoint, RunResult, early_stop_reason
 from beagle.spec import LoadedSpec, Problem, SpecError
 
@@ -54,18 +56,6 @@ class StepModule(Protocol):
 
     train_step: StepFunction
     val_step: StepFunction
-
-
-def _log_dir(loaded: LoadedSpec) -> Path:
-    log = loaded.spec.log
-    return Path(log.dir) if log is not None and log.dir else Path("runs") / loaded.spec.name
-
-
-def _checkpoint_dir(loaded: LoadedSpec, log_dir: Path) -> Path | None:
-    checkpoint = loaded.spec.checkpoint
-    if checkpoint is None:
-        return None
-    return Path(checkpoint.dir) if checkpoint.dir else log_dir / "checkpoints"
 
 
 def _maximise(loaded: LoadedSpec, key: str) -> bool:
@@ -209,10 +199,10 @@ def run_spec(
     wiring.ensure_cwd_on_path()
     module_text = compile_spec(spec, loaded.source_name)
     module_hash = wiring.module_hash(module_text)
-    log_dir = _log_dir(loaded)
+    log_dir = find_log_dir(loaded)
     val_every = spec.validation.every if spec.validation is not None else 1
     folder = RunFolder(log_dir, spec.name, val_every=val_every)
-    checkpoint_dir = _checkpoint_dir(loaded, log_dir)
+    checkpoint_dir = find_checkpoint_dir(loaded, log_dir)
     _check_output_paths(loaded, log_dir, checkpoint_dir)
 
     plan = resume.plan_resume(

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import jax
-import orbax.checkpoint as ocp
 
 from beagle.training.history import History
 from beagle.training.resume import ResumeRecord
@@ -33,6 +32,14 @@ _RECORD_FILE = "metadata"  # the file orbax's JsonCheckpointHandler writes the r
 _BEST_STEP = "best_step"  # the orbax metric of a checkpoint the loop marked as its best
 
 StateT = TypeVar("StateT")
+
+
+def _orbax() -> Any:
+    """`orbax.checkpoint`, imported when a checkpoint is first read or written (it takes
+    about 0.8 s to import; a run without checkpoints never needs it)."""
+    import orbax.checkpoint as ocp
+
+    return ocp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +126,7 @@ def checkpoint_info(path: str | Path) -> CheckpointInfo:
 
 
 def _abstract(state: Any) -> Any:
+    ocp = _orbax()
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
 
 
@@ -134,6 +142,7 @@ def _resolve(path: str | Path) -> Path:
 
 def restore_checkpoint(path: str | Path, state: StateT) -> tuple[StateT, ResumeRecord]:
     """The state (with `state`'s structure, dtypes and shardings) and record at `path`."""
+    ocp = _orbax()
     path = _resolve(path).absolute()
     checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
     restored = checkpointer.restore(
@@ -197,6 +206,7 @@ def load_variables(path: str | Path, target: Mapping[str, Any]) -> dict[str, Any
     layout restores onto the caller's: `model.init`'s variables, or
     `jax.eval_shape(model.init, ...)` with shardings, will do.
     """
+    ocp = _orbax()
     path = _resolve(path).absolute()
     item = {key: target[key] for key in VARIABLES if key in target}
     if "params" not in item:
@@ -267,6 +277,7 @@ class CheckpointWriter:
         keep_best: bool = False,
         asynchronous: bool = True,
     ) -> None:
+        ocp = _orbax()
         self.directory = Path(checkpoint_dir).absolute()
         self.keep_best = keep_best
         policies: list[Any] = [ocp.checkpoint_managers.LatestN(n=keep)]
@@ -341,6 +352,7 @@ class CheckpointWriter:
         metrics: dict[str, float] | None,
         replace: bool,
     ) -> None:
+        ocp = _orbax()
         if replace and step in self._manager.all_steps():
             self._manager.delete(step)
         self._manager.save(
