@@ -63,6 +63,9 @@ def test_public_api_is_exported() -> None:
         "CheckpointInfo",
         "make_placement",
         "BatchShare",
+        "checkpoints",
+        "Checkpoints",
+        "load_variables",
         "Placement",
         "shard",
     }
