@@ -205,6 +205,9 @@ def run(
         cluster.check()
     except ClusterError as error:
         raise _fail([f"beagle run: {error}"], EXIT_INVALID) from None
+    from beagle.runner.cache import enable_compile_cache
+
+    enable_compile_cache()  # warm starts: `beagle run` alone keeps compiled programs
     # Outside train_loop (which saves first), SIGTERM ends the command like Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
