@@ -398,9 +398,7 @@ def _held_out(n: int, fraction: float) -> int:
     return math.ceil(round(n * fraction, 9)) if fraction > 0 else 0
 
 
-def split_by_seed(
-    arrays: Arrays, val_fraction: float, seed: int
-) -> tuple[Arrays, Arrays | None]:
+def split_by_seed(arrays: Arrays, val_fraction: float, seed: int) -> tuple[Arrays, Arrays | None]:
     """Hold out `ceil(val_fraction * N)` examples chosen by `seed` (scikit-learn's rounding)."""
     train, val, _ = split_three(arrays, val_fraction, 0.0, seed)
     return train, val

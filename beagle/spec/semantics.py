@@ -179,13 +179,17 @@ def _check_data(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
     validation = doc.get("validation")
     train = doc.get("train")
     val_fraction, test_fraction = data.get("val_fraction", 0.2), data.get("test_fraction")
-    numbers = all(type(f) in (int, float) for f in (val_fraction, test_fraction))
-    if numbers and 0 < test_fraction < 1 and 0 <= val_fraction < 1:
-        if val_fraction + test_fraction >= 1:
+    fractions = [
+        f
+        for f in (val_fraction, test_fraction)
+        if isinstance(f, (int, float)) and not isinstance(f, bool)
+    ]
+    if len(fractions) == 2 and 0 < fractions[1] < 1 and 0 <= fractions[0] < 1:
+        if sum(fractions) >= 1:
             yield loc.problem(
                 ("data", "test_fraction"),
                 f"val_fraction {val_fraction} and test_fraction {test_fraction} add up to "
-                f"{val_fraction + test_fraction:g}, which leaves no training examples",
+                f"{sum(fractions):g}, which leaves no training examples",
                 "the two held-out shares must add up to less than 1",
             )
     if source == "python":
