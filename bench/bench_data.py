@@ -13,7 +13,9 @@ as NumPy arrays in memory. Each round runs each feed three times, alternating, a
 each feed's fastest run; that gives a paired ratio of steps/s (source / prebuilt);
 the median over the rounds is reported, target >= 0.97, with the ratio of the fastest
 round of each feed (less sensitive to other work on the machine). Apart from that, the
-feed alone is timed (iterating epochs without a step): microseconds per batch.
+feed alone is timed (iterating epochs without a step): microseconds per batch, and the
+ratio that cost implies against the prebuilt run's time per step (a figure that other
+work on the machine disturbs less than the measured ratio).
 
     .venv/bin/python bench/bench_data.py [--rounds 7] [--epochs 5]
 """
@@ -141,9 +143,12 @@ def main() -> int:
             f"{r['ratio_best']:.3f}) "
             f"{'>=' if ok else '<'} {TARGET}"
         )
+        step_us = 1e6 / r["prebuilt_steps_s"]
+        implied = step_us / (step_us + r["source_us"] - r["prebuilt_us"])
         print(
             f"{'':9s} feed alone: source {r['source_us']:.1f} us/batch, "
-            f"prebuilt {r['prebuilt_us']:.2f} us/batch"
+            f"prebuilt {r['prebuilt_us']:.2f} us/batch, against {step_us:,.0f} us a step: "
+            f"the ratio the feed's cost implies is {implied:.3f}"
         )
     return 1 if failed else 0
 
