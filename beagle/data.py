@@ -3,10 +3,13 @@
 Every source yields dicts of arrays with a leading batch axis and offers two iterator
 functions, shaped for `beagle.training.train_loop`:
 
-- `train_iterator(epoch)`: one epoch of training batches. The order depends only on the
-  seed and the epoch, so a resumed run sees exactly the batches an uninterrupted one saw
-  (the loop passes `epoch` by keyword to a function that takes it).
-- `val_iterator()`: a fresh pass over the validation batches, in a fixed order.
+- `train_iterator(epoch, start)`: one epoch of training batches from batch `start` on.
+  The order depends only on the seed and the epoch, so a resumed run sees exactly the
+  batches an uninterrupted one saw; the loop passes `epoch` and `start` by keyword to a
+  function that takes them, and array sources seek there without reading what they skip.
+- `val_iterator()`, `test_iterator()`: a fresh pass over the whole validation or test
+  split, in a fixed order, the last partial batch included at its own size (never padded),
+  so example-weighted means over the batches are exact means over the split.
 
 The array sources keep the data as NumPy arrays: an epoch is one permutation of the
 arrays and then contiguous slices, so feeding a step costs almost nothing.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import itertools
 import math
 import os
 import sys
@@ -40,6 +44,7 @@ __all__ = [
     "npz",
     "python",
     "split_by_seed",
+    "split_three",
     "synthetic",
 ]
 
@@ -98,16 +103,31 @@ class DataSource(Protocol):
         ...
 
     @property
+    def test_batches(self) -> int | None:
+        """Batches in one test pass (None: unknown or no test data)."""
+        ...
+
+    @property
     def has_val(self) -> bool:
         """Whether the source has validation data."""
         ...
 
-    def train_iterator(self, epoch: int = 0) -> Iterator[Batch]:
-        """One epoch of training batches, in the order fixed by the seed and `epoch`."""
+    @property
+    def has_test(self) -> bool:
+        """Whether the source has test data (for `beagle eval`)."""
+        ...
+
+    def train_iterator(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        """One epoch of training batches, in the order fixed by the seed and `epoch`, from
+        batch `start` on (a resumed run's next batch)."""
         ...
 
     def val_iterator(self) -> Iterator[Batch]:
-        """A fresh pass over the validation batches."""
+        """A fresh pass over the whole validation split (the last batch may be short)."""
+        ...
+
+    def test_iterator(self) -> Iterator[Batch]:
+        """A fresh pass over the whole test split (the last batch may be short)."""
         ...
 
     def sample_batch(self) -> Batch:
@@ -143,7 +163,10 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], what: str, where: tuple[str,
 
 @dataclass
 class ArraySource:
-    """Batches sliced from in-memory arrays, reshuffled each epoch by `seed` and `epoch`."""
+    """Batches sliced from in-memory arrays, reshuffled each epoch by `seed` and `epoch`.
+
+    `drop_remainder` applies to training only: validation and test passes cover every
+    example, the last batch at its own size."""
 
     train: dict[str, np.ndarray]
     val: dict[str, np.ndarray] | None
@@ -151,13 +174,16 @@ class ArraySource:
     seed: int = 0
     shuffle: bool = True
     drop_remainder: bool = True
+    test: dict[str, np.ndarray] | None = None
     train_examples: int = field(init=False)
     val_examples: int = field(init=False)
+    test_examples: int = field(init=False)
     share: Share | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.train_examples = _check_arrays(self.train, "training", ("data",))
         self.val_examples = _check_arrays(self.val, "validation", ("data",)) if self.val else 0
+        self.test_examples = _check_arrays(self.test, "test", ("data",)) if self.test else 0
         if self.train_batches == 0:
             raise DataError(
                 f"batch_size {self.batch_size} is larger than the {self.train_examples} "
@@ -174,11 +200,21 @@ class ArraySource:
     def val_batches(self) -> int | None:
         if not self.val:
             return None
-        return _num_batches(self.val_examples, self.batch_size, self.drop_remainder)
+        return _num_batches(self.val_examples, self.batch_size, drop_remainder=False)
+
+    @property
+    def test_batches(self) -> int | None:
+        if not self.test:
+            return None
+        return _num_batches(self.test_examples, self.batch_size, drop_remainder=False)
 
     @property
     def has_val(self) -> bool:
         return bool(self.val) and self.val_examples > 0
+
+    @property
+    def has_test(self) -> bool:
+        return bool(self.test) and self.test_examples > 0
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The example order of training epoch `epoch` (0-based): a function of seed and epoch."""
@@ -187,20 +223,25 @@ class ArraySource:
         rng = np.random.default_rng([self.seed, _SHUFFLE_TAG, epoch])
         return rng.permutation(self.train_examples)
 
-    def train_iterator(self, epoch: int = 0) -> Iterator[Batch]:
-        order = self.epoch_order(epoch)
-        if self.share is not None:
-            return self._shared(self.train, order, self.train_batches, self.share)
-        arrays = {key: value[order] for key, value in self.train.items()}
-        return self._slices(arrays, self.train_batches)
+    def train_iterator(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        """Epoch `epoch`'s batches from batch `start` on: the batches before it are never
+        gathered (a resumed run seeks, it does not replay)."""
+        size = self.batch_size
+        batches = self.train_batches
+        start = min(max(start, 0), batches)
+        order = self.epoch_order(epoch)[start * size : batches * size]
+        return self._batches(self.train, order, batches - start)
 
     def val_iterator(self) -> Iterator[Batch]:
         if not self.val:
             raise DataError("this data source has no validation data", ("validation",))
-        if self.share is not None:
-            order = np.arange(self.val_examples)
-            return self._shared(self.val, order, self.val_batches or 0, self.share)
-        return self._slices(self.val, self.val_batches or 0)
+        return self._batches(self.val, None, self.val_batches or 0)
+
+    def test_iterator(self) -> Iterator[Batch]:
+        """A pass over the whole test split, in file order."""
+        if not self.test:
+            raise DataError("this data source has no test data", ("data",))
+        return self._batches(self.test, None, self.test_batches or 0)
 
     def sample_batch(self) -> Batch:
         rows = self.epoch_order(0)[: self.batch_size]
@@ -209,16 +250,22 @@ class ArraySource:
     def share_with(self, share: Share) -> None:
         self.share = share
 
-    def _slices(self, arrays: dict[str, np.ndarray], batches: int) -> Iterator[Batch]:
-        size = self.batch_size
-        for i in range(batches):
-            yield {key: value[i * size : (i + 1) * size] for key, value in arrays.items()}
-
-    def _shared(
-        self, arrays: dict[str, np.ndarray], order: np.ndarray, batches: int, share: Share
+    def _batches(
+        self, arrays: dict[str, np.ndarray], order: np.ndarray | None, batches: int
     ) -> Iterator[Batch]:
-        """Global batches of which this process gathers only its own rows."""
+        """`batches` batches of the examples `order` lists (None: all, in their order), the
+        last one possibly short. Alone: one gather of them all, then slices; under several
+        processes each batch gathers only this process's rows."""
         size = self.batch_size
+        share = self.share
+        if share is None:
+            if order is not None:
+                arrays = {key: value[order] for key, value in arrays.items()}
+            for i in range(batches):
+                yield {key: value[i * size : (i + 1) * size] for key, value in arrays.items()}
+            return
+        if order is None:
+            order = np.arange(len(next(iter(arrays.values()))))
         for i in range(batches):
             batch = order[i * size : (i + 1) * size]
             rows = batch[share.rows(len(batch))]
@@ -246,12 +293,16 @@ class PythonSource:
     """Batches from user functions `fn(batch_size, **keywords) -> iterator`, called afresh
     each pass. A function gets, by keyword, those of `epoch` (0-based), `seed`,
     `process_index` and `process_count` it takes; under several processes it must take the
-    last two, and gets this process's share of the batch size and yields its own rows."""
+    last two, and gets this process's share of the batch size and yields its own rows.
+
+    A python source cannot seek: to resume inside an epoch, `train_iterator(epoch, start)`
+    draws and drops the first `start` batches of the function's iterator on the host."""
 
     train_fn: Callable[..., Iterator[Batch]]
     val_fn: Callable[..., Iterator[Batch]] | None
     batch_size: int
     seed: int = 0
+    test_fn: Callable[..., Iterator[Batch]] | None = None
     share: Share | None = field(default=None, init=False)
 
     @property
@@ -263,16 +314,30 @@ class PythonSource:
         return None
 
     @property
+    def test_batches(self) -> int | None:
+        return None
+
+    @property
     def has_val(self) -> bool:
         return self.val_fn is not None
 
-    def train_iterator(self, epoch: int = 0) -> Iterator[Batch]:
-        return self._batches(self.train_fn, epoch)
+    @property
+    def has_test(self) -> bool:
+        return self.test_fn is not None
+
+    def train_iterator(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        return self._batches(self.train_fn, epoch, skip=start)
 
     def val_iterator(self) -> Iterator[Batch]:
         if self.val_fn is None:
             raise DataError("this data source has no `val` function", ("data", "val"))
         return self._batches(self.val_fn, 0)
+
+    def test_iterator(self) -> Iterator[Batch]:
+        """A fresh iterator of the `test` function's batches (called with epoch 0)."""
+        if self.test_fn is None:
+            raise DataError("this data source has no `test` function", ("data", "test"))
+        return self._batches(self.test_fn, 0)
 
     def sample_batch(self) -> Batch:
         try:
@@ -285,7 +350,8 @@ class PythonSource:
         return batch  # type: ignore[no-any-return]
 
     def share_with(self, share: Share) -> None:
-        for fn, where in ((self.train_fn, "train"), (self.val_fn, "val")):
+        functions = ((self.train_fn, "train"), (self.val_fn, "val"), (self.test_fn, "test"))
+        for fn, where in functions:
             if fn is None or share.process_count == 1:
                 continue
             missing = {"process_index", "process_count"} - accepted_keywords(fn)
@@ -313,32 +379,65 @@ class PythonSource:
         taken = accepted_keywords(fn)
         return fn(self.batch_size // count, **{k: v for k, v in offered.items() if k in taken})
 
-    def _batches(self, fn: Callable[..., Iterator[Batch]], epoch: int) -> Iterator[Batch]:
+    def _batches(
+        self, fn: Callable[..., Iterator[Batch]], epoch: int, skip: int = 0
+    ) -> Iterator[Batch]:
         batches = iter(self._call(fn, epoch))
+        if skip > 0:  # drawn and dropped before anything is assembled or placed
+            batches = itertools.islice(batches, skip, None)
         share = self.share
         if share is None or share.process_count == 1:
             return batches
         return (share.assemble_local(batch) for batch in batches)
 
 
-def split_by_seed(
-    arrays: dict[str, np.ndarray], val_fraction: float, seed: int
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+Arrays = dict[str, np.ndarray]
+
+
+def _held_out(n: int, fraction: float) -> int:
+    return math.ceil(round(n * fraction, 9)) if fraction > 0 else 0
+
+
+def split_by_seed(arrays: Arrays, val_fraction: float, seed: int) -> tuple[Arrays, Arrays | None]:
     """Hold out `ceil(val_fraction * N)` examples chosen by `seed` (scikit-learn's rounding)."""
-    n = _check_arrays(arrays, "source", ("data",))
-    n_val = math.ceil(round(n * val_fraction, 9)) if val_fraction > 0 else 0
-    if n_val == 0:
-        return arrays, None
-    if n_val >= n:
-        raise DataError(
-            f"val_fraction {val_fraction} leaves no training examples out of {n}",
-            ("data", "val_fraction"),
-        )
-    order = np.random.default_rng(seed).permutation(n)
-    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-    train = {key: value[train_idx] for key, value in arrays.items()}
-    val = {key: value[val_idx] for key, value in arrays.items()}
+    train, val, _ = split_three(arrays, val_fraction, 0.0, seed)
     return train, val
+
+
+def split_three(
+    arrays: Arrays, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[Arrays, Arrays | None, Arrays | None]:
+    """(train, val, test): `ceil(fraction * N)` examples held out for each, chosen by
+    `seed`, disjoint. The validation examples are those `split_by_seed` picks, so adding
+    a test split takes its examples from training, never from validation."""
+    n = _check_arrays(arrays, "source", ("data",))
+    n_val, n_test = _held_out(n, val_fraction), _held_out(n, test_fraction)
+    if n_val + n_test >= n:
+        where = "test_fraction" if n_test else "val_fraction"
+        parts = [f"val_fraction {val_fraction}"] + (
+            [f"test_fraction {test_fraction}"] if n_test else []
+        )
+        raise DataError(
+            f"{' and '.join(parts)} leave{'' if n_test else 's'} no training examples out of {n}",
+            ("data", where),
+            "val_fraction + test_fraction must leave some examples for training"
+            if n_test
+            else None,
+        )
+    if n_val == 0 and n_test == 0:
+        return arrays, None, None
+    order = np.random.default_rng(seed).permutation(n)
+    picked = (order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :])
+    val_idx, test_idx, train_idx = (np.sort(part) for part in picked)
+
+    def take(index: np.ndarray) -> Arrays:
+        return {key: value[index] for key, value in arrays.items()}
+
+    return (
+        take(train_idx),
+        take(val_idx) if n_val else None,
+        take(test_idx) if n_test else None,
+    )
 
 
 def _batch_keys(source: str) -> tuple[str, ...]:
@@ -371,6 +470,7 @@ def digits(
     batch_size: int,
     *,
     val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
     seed: int = 0,
     shuffle: bool = True,
     drop_remainder: bool = True,
@@ -379,8 +479,8 @@ def digits(
     images, labels = load_digits_arrays()
     image_key, label_key = _batch_keys("digits")
     arrays = {image_key: (images / np.float32(16.0))[..., None], label_key: labels}
-    train, val = split_by_seed(arrays, val_fraction, seed)
-    return ArraySource(train, val, batch_size, seed, shuffle, drop_remainder)
+    train, val, test = split_three(arrays, val_fraction, test_fraction, seed)
+    return ArraySource(train, val, batch_size, seed, shuffle, drop_remainder, test)
 
 
 def synthetic_arrays(
@@ -422,6 +522,7 @@ def synthetic(
     classes: int = 2,
     noise: float = 0.1,
     val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
     seed: int = 0,
     shuffle: bool = True,
     drop_remainder: bool = True,
@@ -430,8 +531,8 @@ def synthetic(
     arrays = synthetic_arrays(
         task, examples=examples, features=features, classes=classes, noise=noise, seed=seed
     )
-    train, val = split_by_seed(arrays, val_fraction, seed)
-    return ArraySource(train, val, batch_size, seed, shuffle, drop_remainder)
+    train, val, test = split_three(arrays, val_fraction, test_fraction, seed)
+    return ArraySource(train, val, batch_size, seed, shuffle, drop_remainder, test)
 
 
 def _load_npz(path: str, where: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -485,22 +586,34 @@ def npz(
     *,
     train: str,
     val: str | None = None,
+    test: str | None = None,
     seed: int = 0,
     shuffle: bool = True,
     drop_remainder: bool = True,
 ) -> ArraySource:
     """Arrays from `.npz` files, one array per key with the same first dimension."""
     train_arrays = _load_npz(train, ("data", "train"))
-    val_arrays = _load_npz(val, ("data", "val")) if val else None
     _check_arrays(train_arrays, "training", ("data", "train"))
-    if val_arrays is not None:
-        _check_arrays(val_arrays, "validation", ("data", "val"))
-        if set(val_arrays) != set(train_arrays):
-            raise DataError(
-                f"{val} has keys {sorted(val_arrays)} but {train} has {sorted(train_arrays)}",
-                ("data", "val"),
-            )
-    return ArraySource(train_arrays, val_arrays, batch_size, seed, shuffle, drop_remainder)
+    held_out: dict[str, dict[str, np.ndarray] | None] = {}
+    for key, path, what in (("val", val, "validation"), ("test", test, "test")):
+        arrays = _load_npz(path, ("data", key)) if path else None
+        if arrays is not None:
+            _check_arrays(arrays, what, ("data", key))
+            if set(arrays) != set(train_arrays):
+                raise DataError(
+                    f"{path} has keys {sorted(arrays)} but {train} has {sorted(train_arrays)}",
+                    ("data", key),
+                )
+        held_out[key] = arrays
+    return ArraySource(
+        train_arrays,
+        held_out["val"],
+        batch_size,
+        seed,
+        shuffle,
+        drop_remainder,
+        held_out["test"],
+    )
 
 
 def import_function(path: str, where: tuple[str, ...]) -> Callable[..., Any]:
@@ -531,19 +644,32 @@ def import_function(path: str, where: tuple[str, ...]) -> Callable[..., Any]:
     return target  # type: ignore[no-any-return]
 
 
-def python(batch_size: int, *, train: str, val: str | None = None, seed: int = 0) -> PythonSource:
+def python(
+    batch_size: int,
+    *,
+    train: str,
+    val: str | None = None,
+    test: str | None = None,
+    seed: int = 0,
+) -> PythonSource:
     """User functions `package.module:function(batch_size, **keywords)` returning a fresh
     iterator (see `PythonSource` for the keywords)."""
     train_fn = import_function(train, ("data", "train"))
     val_fn = import_function(val, ("data", "val")) if val else None
-    return PythonSource(train_fn, val_fn, batch_size, seed)
+    test_fn = import_function(test, ("data", "test")) if test else None
+    return PythonSource(train_fn, val_fn, batch_size, seed, test_fn)
 
 
 def from_spec(data: Any, seed: int) -> DataSource:
     """Build the source a spec's `data` section names (a `beagle.spec.models` data model)."""
     common = {"seed": seed, "shuffle": data.shuffle, "drop_remainder": data.drop_remainder}
     if data.source == "digits":
-        return digits(data.batch_size, val_fraction=data.val_fraction, **common)
+        return digits(
+            data.batch_size,
+            val_fraction=data.val_fraction,
+            test_fraction=data.test_fraction,
+            **common,
+        )
     if data.source == "synthetic":
         return synthetic(
             data.batch_size,
@@ -553,10 +679,11 @@ def from_spec(data: Any, seed: int) -> DataSource:
             classes=data.classes,
             noise=data.noise,
             val_fraction=data.val_fraction,
+            test_fraction=data.test_fraction,
             **common,
         )
     if data.source == "npz":
-        return npz(data.batch_size, train=data.train, val=data.val, **common)
+        return npz(data.batch_size, train=data.train, val=data.val, test=data.test, **common)
     if data.source == "python":
-        return python(data.batch_size, train=data.train, val=data.val, seed=seed)
+        return python(data.batch_size, train=data.train, val=data.val, test=data.test, seed=seed)
     raise DataError(f"unknown data source {data.source!r}", ("data", "source"))

@@ -18,7 +18,7 @@ def _concat(batches: list[data.Batch], key: str) -> np.ndarray:
 def test_digits_keys_dtypes_range_and_split() -> None:
     source = data.digits(64, val_fraction=0.2, seed=0)
     assert source.train_examples == 1437 and source.val_examples == 360
-    assert source.train_batches == 1437 // 64 and source.val_batches == 360 // 64
+    assert source.train_batches == 1437 // 64 and source.val_batches == -(-360 // 64)  # whole
     batch = source.sample_batch()
     assert batch["image"].shape == (64, 8, 8, 1) and batch["image"].dtype == np.float32
     assert batch["label"].shape == (64,) and batch["label"].dtype == np.int32
@@ -98,7 +98,8 @@ def test_npz_source_reads_files_and_checks_them(tmp_path: Path) -> None:
     np.savez(tmp_path / "train.npz", x=x, y=np.arange(20))
     np.savez(tmp_path / "val.npz", x=x[:6], y=np.arange(6))
     source = data.npz(4, train=str(tmp_path / "train.npz"), val=str(tmp_path / "val.npz"), seed=0)
-    assert source.train_batches == 5 and source.val_batches == 1
+    assert source.train_batches == 5 and source.val_batches == 2  # 4 + the last 2
+    assert [len(batch["y"]) for batch in source.val_iterator()] == [4, 2]
     epoch = list(source.train_iterator(0))
     assert np.array_equal(np.sort(_concat(epoch, "y")), np.arange(20))
     assert np.array_equal(epoch[0]["x"][:, 0] / 2, epoch[0]["y"])  # rows stay together

@@ -466,9 +466,11 @@ def test_invalid_data_writes_no_run_folder_and_restart_keeps_checkpoints(in_tmp:
     spec = write_spec(in_tmp, REG)
     run_spec(load(spec), restart=False, progress=False)
     checkpoints = sorted((in_tmp / "runs/reg/checkpoints").iterdir())
-    small_val = ("validation.every=1", "data.val_fraction=0.1", "log.dir=elsewhere")
-    (problem,) = _run_problems(load(spec, *small_val))
-    assert problem.path == "data.batch_size" and "fewer examples" in problem.message
+    # (A validation split smaller than one batch is no longer a problem: it is one short
+    # batch. An epoch longer than the data is.)
+    too_long = ("train.batches_per_epoch=100000", "log.dir=elsewhere")
+    (problem,) = _run_problems(load(spec, *too_long))
+    assert problem.path == "train.batches_per_epoch" and "more than" in problem.message
     assert not (in_tmp / "elsewhere").exists()
     with pytest.raises(SpecError):  # --restart clears checkpoints only for a usable spec
         run_spec(load(spec, "losses.mse.args.targets=batch.x"), restart=True, progress=False)

@@ -76,6 +76,7 @@ class RunResult:
     best_checkpoint: BestCheckpoint | None = None  # None without checkpoints
     process_index: int = 0  # this process, of `process_count` that trained together
     process_count: int = 1
+    validation: str | None = None  # how much of the split a validation covers; None: none
 
     @property
     def stop_reason(self) -> str | None:

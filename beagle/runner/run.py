@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from beagle.runner.resume import ResumePlan
     from beagle.runner.trace import Wired
+    from beagle.runner.wiring import DataPlan
     from beagle.training.history import History
 
 
@@ -389,7 +390,24 @@ def run_spec(
         best_checkpoint=_best_checkpoint(loaded, history, checkpoint_dir, val_every),
         process_index=team.index,
         process_count=team.count,
+        validation=_validation_coverage(wired.data),
     )
+
+
+def _validation_coverage(data: DataPlan) -> str | None:
+    """What one validation pass covers: the whole split, or the part `validation.batches`
+    caps it to (`validation: 8 of 12 batches (validation.batches)`)."""
+    if not data.validate or data.val_batches is None:
+        return None
+    from beagle.spec.problems import plural
+
+    passes = plural(data.val_batches, "batch", "batches")
+    known = data.source.val_batches
+    if known is None:
+        return f"{passes} (validation.batches; the source cannot tell its length)"
+    if data.val_batches < known:
+        return f"{data.val_batches} of {known} batches (validation.batches)"
+    return f"{passes}: every validation example"
 
 
 def _early_stopping_metric(loaded: LoadedSpec) -> str | None:

@@ -49,6 +49,8 @@ def summary_renderable(result: RunResult) -> Panel:
             "wall time", f"{result.wall_time_s:.1f} s (training {result.train_time_s:.1f} s)"
         )
         facts.add_row("steps", f"{result.steps} at {result.steps_per_s:,.1f} steps/s")
+    if result.validation is not None:
+        facts.add_row("validation", result.validation)
     best = result.best_checkpoint
     if best is not None:
         if best.path is None:

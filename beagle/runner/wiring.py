@@ -246,7 +246,7 @@ class DataPlan:
 
     source: Any  # a beagle.data.DataSource
     batches_per_epoch: int
-    val_batches: int | None  # None: until the (fresh) iterator ends
+    val_batches: int | None  # the whole split (the last batch short), or validation.batches
     validate: bool
     sample: Mapping[str, Any]  # one real training batch
 
@@ -336,14 +336,6 @@ def plan_data(loaded: LoadedSpec) -> DataPlan:
                 f"{val_batches} is more than the {plural(known, 'batch', 'batches')} "
                 "the validation data holds",
                 f"use at most {known}",
-            )
-        if val_batches == 0:
-            raise _problem(
-                loaded,
-                ("data", "batch_size"),
-                f"the validation data holds fewer examples than one batch of "
-                f"{spec.data.batch_size}",
-                "use a smaller batch_size or a larger val_fraction",
             )
     return DataPlan(source, per_epoch, val_batches, validate, sample)
 

@@ -128,6 +128,10 @@ class ModelSpec(_Section):
 
 
 _VAL_FRACTION = "The share of the examples held out for validation, split by seed."
+_TEST_FRACTION = (
+    "The share of the examples held out as test data (for beagle eval), split by seed, "
+    "disjoint from validation; val_fraction + test_fraction must stay below 1."
+)
 
 
 class _DataBase(_Section):
@@ -135,8 +139,9 @@ class _DataBase(_Section):
     shuffle: bool = Field(default=True, description="Shuffle the training examples each epoch.")
     drop_remainder: bool = Field(
         default=True,
-        description="An epoch has examples // batch_size batches, all the same shape; with "
-        "false the last batch is smaller and costs one more compilation.",
+        description="Training only: an epoch has examples // batch_size batches, all the "
+        "same shape; with false the last batch is smaller and costs one more compilation. "
+        "Validation always covers every example.",
     )
 
 
@@ -145,6 +150,7 @@ class DigitsData(_DataBase):
 
     source: Literal["digits"] = Field(description="The data source.")
     val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0, description=_VAL_FRACTION)
+    test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0, description=_TEST_FRACTION)
 
 
 class SyntheticData(_DataBase):
@@ -159,6 +165,7 @@ class SyntheticData(_DataBase):
     classes: int = Field(default=2, ge=2, description="Number of classes (classification).")
     noise: float = Field(default=0.1, ge=0.0, description="Standard deviation of the noise.")
     val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0, description=_VAL_FRACTION)
+    test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0, description=_TEST_FRACTION)
 
 
 class NpzData(_DataBase):
@@ -170,6 +177,11 @@ class NpzData(_DataBase):
     )
     val: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
         default=None, description="Path of the validation .npz file (optional)."
+    )
+    test: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+        default=None,
+        description="Path of the test .npz file (optional; for beagle eval), with the "
+        "training file's keys.",
     )
 
 
@@ -185,6 +197,10 @@ class PythonData(_DataBase):
         default=None,
         description="The same for validation batches (optional; with validation, "
         "validation.batches is then required).",
+    )
+    test: ImportPath | None = Field(
+        default=None,
+        description="The same for test batches (optional; for beagle eval).",
     )
 
 
@@ -303,8 +319,9 @@ class ValidationSpec(_Section):
     batches: int | None = Field(
         default=None,
         ge=1,
-        description="Batches per validation (default: all full validation batches); "
-        "required with data source python.",
+        description="Caps each validation at this many batches (default: every "
+        "validation example, the last batch at its own size); required with data source "
+        "python.",
     )
 
 

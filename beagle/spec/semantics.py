@@ -178,6 +178,20 @@ def _check_data(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
     source = data.get("source")
     validation = doc.get("validation")
     train = doc.get("train")
+    val_fraction, test_fraction = data.get("val_fraction", 0.2), data.get("test_fraction")
+    fractions = [
+        f
+        for f in (val_fraction, test_fraction)
+        if isinstance(f, (int, float)) and not isinstance(f, bool)
+    ]
+    if len(fractions) == 2 and 0 < fractions[1] < 1 and 0 <= fractions[0] < 1:
+        if sum(fractions) >= 1:
+            yield loc.problem(
+                ("data", "test_fraction"),
+                f"val_fraction {val_fraction} and test_fraction {test_fraction} add up to "
+                f"{sum(fractions):g}, which leaves no training examples",
+                "the two held-out shares must add up to less than 1",
+            )
     if source == "python":
         if isinstance(train, dict) and "batches_per_epoch" not in train:
             yield loc.problem(

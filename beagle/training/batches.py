@@ -69,9 +69,21 @@ def bad_step_output(source: str, output: Any) -> TypeError:
     )
 
 
-def takes_epoch(fn: Callable[..., Any]) -> bool:
-    """Whether a data function takes the (0-based) `epoch` keyword."""
+def takes_keyword(fn: Callable[..., Any], name: str) -> bool:
+    """Whether a data function takes the keyword `name` (a parameter of that name)."""
     try:
-        return "epoch" in inspect.signature(fn).parameters
+        parameter = inspect.signature(fn).parameters.get(name)
     except (TypeError, ValueError):
         return False
+    return parameter is not None and parameter.kind is not inspect.Parameter.POSITIONAL_ONLY
+
+
+def takes_epoch(fn: Callable[..., Any]) -> bool:
+    """Whether a data function takes the (0-based) `epoch` keyword."""
+    return takes_keyword(fn, "epoch")
+
+
+def takes_start(fn: Callable[..., Any]) -> bool:
+    """Whether a data function takes the `start` keyword: the index of the first batch
+    of the epoch to yield, so that a resumed run seeks instead of replaying batches."""
+    return takes_keyword(fn, "start")

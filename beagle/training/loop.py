@@ -25,7 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from beagle.training.batches import bad_step_output, batch_size, stack_batches, takes_epoch
+from beagle.training.batches import (
+    bad_step_output,
+    batch_size,
+    stack_batches,
+    takes_epoch,
+    takes_start,
+)
 from beagle.training.checkpoint import (
     CheckpointWriter,
     checkpoint_steps,
@@ -85,6 +91,7 @@ class _Run:
         self.progress = EpochProgress(self.cfg.num_epochs) if self.cfg.show_progress else None
         self.train_names_checked = False
         self.train_takes_epoch = takes_epoch(self.cfg.data_iterator_fn)
+        self.train_takes_start = takes_start(self.cfg.data_iterator_fn)
         self.val_takes_epoch = (
             callable(self.cfg.val_data_iterator)
             and not hasattr(self.cfg.val_data_iterator, "__next__")
@@ -186,14 +193,17 @@ class _Run:
 
     # ---------------------------------------------------------------- training
     def _open_train_iterator(self) -> Iterator[Any]:
-        source = (
-            self.cfg.data_iterator_fn(epoch=self.epoch)
-            if self.train_takes_epoch
-            else self.cfg.data_iterator_fn()
-        )
-        iterator = iter(source)
-        for taken in range(self.position):  # resuming inside an epoch
-            self._next_train_batch(iterator, taken)
+        """This epoch's batches from `position` on: a function that takes `start` seeks
+        there itself; for one that does not, the loop replays the first `position`."""
+        keywords: dict[str, int] = {}
+        if self.train_takes_epoch:
+            keywords["epoch"] = self.epoch
+        if self.train_takes_start:
+            keywords["start"] = self.position
+        iterator = iter(self.cfg.data_iterator_fn(**keywords))
+        if not self.train_takes_start:
+            for taken in range(self.position):  # resuming inside an epoch: replay
+                self._next_train_batch(iterator, taken)
         return iterator
 
     def _next_train_batch(self, iterator: Iterator[Any], taken: int) -> Any:
@@ -519,7 +529,10 @@ def train_loop(
     `train_step_fn(state, batch, rng_key) -> (new_state, metrics)` may donate its state:
     the loop works on a copy, so the caller's `state` stays valid. Step `s` (counted
     over the whole run) gets `jax.random.fold_in(rng_key, s)`. `data_iterator_fn()` (or
-    `data_iterator_fn(epoch=e)` when it takes `epoch`, 0-based) gives each epoch's batches.
+    `data_iterator_fn(epoch=e)` when it takes `epoch`, 0-based) gives each epoch's batches;
+    when it also takes `start`, a run resumed `p` steps into an epoch calls it with
+    `start=p` and it must yield that epoch's batches from batch `p` on (else the loop
+    replays the first `p` batches).
     `history["train_<m>"]` holds each epoch's mean of metric `m`, every batch weighted by
     its size (`skipped_steps` is a count); `history["val_<m>"]` one value per validation.
 
