@@ -32,7 +32,7 @@ model:
   train_flag: train
   rngs: [dropout]
   outputs: logits
-data: {source: digits, batch_size: 64, val_fraction: 0.2}
+data: {source: digits, batch_size: 64, val_fraction: 0.2, test_fraction: 0.1}
 optimizer: {name: adam, learning_rate: 0.01}
 losses:
   ce: {fn: softmax_cross_entropy, args: {logits: outputs.logits, labels: batch.label}}
@@ -68,9 +68,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def val_arrays() -> dict[str, np.ndarray]:
-    source = digits(64, val_fraction=0.2, seed=5)
+    source = digits(64, val_fraction=0.2, test_fraction=0.1, seed=5)
     assert source.val is not None
     return source.val
+
+
+def held_out_test_arrays() -> dict[str, np.ndarray]:
+    source = digits(64, val_fraction=0.2, test_fraction=0.1, seed=5)
+    assert source.test is not None
+    return source.test
 
 
 def test_checkpoints_names_the_latest_and_the_best(trained: Path) -> None:
@@ -99,28 +105,30 @@ def test_eval_of_the_best_checkpoint_equals_the_history_at_its_epoch(trained: Pa
 def test_predict_gives_the_accuracy_eval_measures_and_load_run_the_same_logits(
     trained: Path,
 ) -> None:
-    done = beagle_cli(trained, "eval", "spec.yaml", "--checkpoint", "latest")
+    """On the whole test split: `eval --split test`'s accuracy is predict's argmax accuracy."""
+    done = beagle_cli(trained, "eval", "spec.yaml", "--checkpoint", "latest", "--split", "test")
     assert done.returncode == 0, done.stderr[-3000:]
     latest = checkpoints(trained / "runs/use/checkpoints").latest
     assert latest is not None
     step = checkpoint_info(latest).step
-    record = json.loads((trained / f"runs/use/eval/checkpoint_{step}-val.json").read_text())
-    rows = record["examples"]
-    val = val_arrays()
-    np.savez(trained / "val.npz", image=val["image"][:rows].astype(np.float64))
+    record = json.loads((trained / f"runs/use/eval/checkpoint_{step}-test.json").read_text())
+    test = held_out_test_arrays()
+    rows = len(test["label"])
+    assert record["examples"] == rows  # every example, the last partial batch included
+    np.savez(trained / "test.npz", image=test["image"].astype(np.float64))
     done = beagle_cli(
-        trained, "predict", "spec.yaml", "--input", "val.npz", "--output", "pred.npz",
+        trained, "predict", "spec.yaml", "--input", "test.npz", "--output", "pred.npz",
         "--checkpoint", "latest", "--batch-size", "50",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     logits = np.load(trained / "pred.npz")["logits"]
     assert logits.shape == (rows, 10)
-    accuracy = float(np.mean(logits.argmax(-1) == val["label"][:rows]))
-    assert accuracy == pytest.approx(record["metrics"]["val_accuracy"], abs=1e-6)
+    accuracy = float(np.mean(logits.argmax(-1) == test["label"]))
+    assert accuracy == pytest.approx(record["metrics"]["test_accuracy"], abs=1e-6)
 
     run = beagle.load_run(trained / "runs/use", checkpoint="latest")
     assert run.checkpoint == latest and set(run.variables) == {"params", "batch_stats"}
-    again = run.predict({"image": val["image"][:rows]})
+    again = run.predict({"image": test["image"]})
     np.testing.assert_allclose(again["logits"], logits, rtol=1e-5, atol=1e-6)
     assert callable(run.module.val_step) and run.spec.spec.name == "use_cnn"
 
@@ -161,7 +169,6 @@ def test_export_runs_in_a_process_without_beagle_or_the_model(trained: Path) -> 
     ("args", "words"),
     [
         (["eval", "spec.yaml", "--checkpoint", "7"], "no checkpoint of step 7"),
-        (["eval", "spec.yaml", "--split", "test"], "no test split"),
         (["eval", "spec.yaml", "--split", "holdout"], "no split 'holdout'"),
         (
             ["predict", "spec.yaml", "--input", "bad_key.npz", "--output", "o.npz"],
@@ -187,6 +194,20 @@ def test_bad_requests_exit_2_and_write_nothing(trained: Path, args: list[str], w
     assert words in done.stderr, done.stderr
     assert not (trained / "o.npz").exists()
     assert sorted(p.name for p in (trained / "runs/use/eval").glob("*")) == before
+
+
+def test_a_split_the_data_has_not_is_exit_2(trained: Path, tmp_path: Path) -> None:
+    """A run folder whose spec holds no test data: `--split test` names what is missing."""
+    import shutil
+
+    folder = tmp_path / "use"
+    shutil.copytree(trained / "runs/use", folder, ignore=shutil.ignore_patterns("eval"))
+    spec = folder / "spec.yaml"
+    spec.write_text(spec.read_text().replace(", test_fraction: 0.1", ""))
+    done = beagle_cli(tmp_path, "eval", str(folder), "--split", "test")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "the data has no test split (data.test or test_fraction)" in done.stderr
+    assert not (folder / "eval").exists()
 
 
 def test_a_spec_never_run_has_nothing_to_use(tmp_path: Path) -> None:
