@@ -237,5 +237,8 @@ SOURCES: dict[str, Source] = {
         Source("synthetic", ("x", "y"), holds_out_val=True),
         Source("npz", None),  # the arrays of the user's .npz files
         Source("python", None),  # whatever the user's functions yield
+        # image float32 (N, H, W, channels) in [0, 1], label int32 (the class folder's index)
+        Source("images", ("image", "label")),
+        Source("grain", None),  # whatever the user's dataset's examples hold
     )
 }

@@ -16,6 +16,7 @@ through the `notify` callback.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from beagle import __version__
-from beagle.runner.artifacts import RunFolder, TensorBoardLog, higher_is_better
+from beagle.runner.artifacts import RunFolder, TensorBoardLog, higher_is_better, write_text_atomic
 from beagle.runner.distributed import ONE_PROCESS, Team
 from beagle.runner.result import Best, BestCheckpoint, RunResult, early_stop_reason
 from beagle.spec import LoadedSpec, Problem, SpecError
@@ -315,6 +316,9 @@ def run_spec(
     if team.writes:
         _create(loaded, folder)
         folder.write_sources(loaded.text, module_text)
+        classes = getattr(wired.data.source, "classes", None)
+        if classes is not None:  # the `images` source: label i is classes[i]
+            write_text_atomic(folder.path / "classes.json", json.dumps(classes, indent=2) + "\n")
     team.barrier("beagle-run-folder-ready")  # the others start once process 0 has cleared
     start_step = plan.info.step if plan.resuming and plan.info is not None else 0
     start_epoch = plan.info.epoch if plan.resuming and plan.info is not None else 0

@@ -1,0 +1,424 @@
+"""Example sources: per-example data (`images`, `grain`) on grain's pipeline.
+
+An example source holds a random-access collection of examples (`len(examples)`,
+`examples[i]` -> a dict of numpy arrays) and turns it into batches, one pipeline stage a
+line:
+
+    order   = permutation of the examples from (seed, epoch)       # `epoch_order`
+    batch i = order[i*B : (i+1)*B], this process's rows of it      # `share.rows`
+    example = transform(examples[j], rng(seed, epoch, j))          # `BatchReader`
+    batch   = numpy stack of the examples                          # `BatchReader`
+    global  = share.assemble(batch)                                # several processes
+
+Each batch is a pure function of `(seed, epoch, i)`: that is what makes a run killed
+mid-epoch resume exactly, whatever `data.workers` was before or after, and why
+`train_iterator(epoch, start)` can seek straight to batch `start` (grain's own iterator
+state is not used: a state saved with 2 workers does not load with 0).
+
+grain runs the batches: `data.workers: 0` reads them in this process, with no threads;
+`workers: N` reads whole batches in N worker processes (`mp_prefetch`), with a bounded
+read-ahead. grain is imported only here, and only once a source of this kind is built, so
+`import beagle.data` stays light.
+
+Worker processes are started with multiprocessing's `spawn`: a script that trains with
+`workers > 0` from Python must guard its entry point with `if __name__ == "__main__":`
+(beagle's CLI has one). Each worker asks Linux to kill it when its parent dies
+(`PR_SET_PDEATHSIG`), so a SIGKILLed run leaves no worker behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from beagle.data import (
+    Batch,
+    DataError,
+    Share,
+    accepted_keywords,
+    import_function,
+)
+
+__all__ = [
+    "BatchReader",
+    "ExampleSource",
+    "Examples",
+    "GrainExamples",
+    "grain_source",
+    "stack_examples",
+]
+
+_SHUFFLE_TAG = 0x5EED  # the same per-epoch stream as the array sources' shuffle
+_TRANSFORM_TAG = 0x7A4F  # keeps the transform's streams apart from the shuffle's
+
+
+class Examples(Protocol):
+    """A random-access collection of examples (`grain.MapDataset` is one)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
+
+
+Transform = Callable[..., Any]
+
+
+def _structure(example: Mapping[str, np.ndarray]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    return {key: (str(value.dtype), tuple(value.shape)) for key, value in example.items()}
+
+
+def _describe(structure: Mapping[str, tuple[str, tuple[int, ...]]]) -> str:
+    return ", ".join(f"{k}: {d}{list(s)}" for k, (d, s) in sorted(structure.items()))
+
+
+def as_example(value: Any, what: str, where: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """`value` as a dict of numpy arrays, or a `DataError` saying what it is instead."""
+    if not isinstance(value, Mapping):
+        raise DataError(
+            f"{what} is a {type(value).__name__}, not a dict of arrays",
+            where,
+            "return one example as a dict such as {'image': array, 'label': 3}",
+        )
+    try:
+        return {str(key): np.asarray(leaf) for key, leaf in value.items()}
+    except Exception as error:
+        raise DataError(f"{what} holds a value that is not an array: {error}", where) from None
+
+
+def stack_examples(
+    examples: Sequence[Mapping[str, np.ndarray]], what: str, where: tuple[str, ...]
+) -> Batch:
+    """One batch from examples that share keys, dtypes and shapes (else a `DataError`)."""
+    first = _structure(examples[0])
+    for example in examples[1:]:
+        other = _structure(example)
+        if other != first:
+            raise DataError(
+                f"{what} differ in keys, dtypes or shapes: {{{_describe(first)}}} and "
+                f"{{{_describe(other)}}}",
+                where,
+                "every example must have the same keys, dtypes and shapes, so that they "
+                "batch together",
+            )
+    return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
+
+
+@dataclass
+class BatchReader:
+    """Reads batch `i` of a pass: its examples, transformed, stacked. Picklable, so grain's
+    worker processes run it; `examples` is rebuilt there by `make_examples` when needed."""
+
+    make_examples: Callable[[], Examples]
+    batches: list[np.ndarray]  # example indices of this process's rows of each batch
+    transform: Transform | None
+    with_rng: bool  # a training transform: fn(example, rng)
+    seed: int
+    epoch: int
+    transform_field: tuple[str, ...]
+    _examples: Examples | None = field(default=None, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_examples"] = None  # rebuilt in the worker, never pickled
+        return state
+
+    def examples(self) -> Examples:
+        if self._examples is None:
+            self._examples = self.make_examples()
+        return self._examples
+
+    def example(self, index: int) -> dict[str, np.ndarray]:
+        """Example `index` of the source, transformed."""
+        example = as_example(self.examples()[int(index)], f"example {index}", ("data", "train"))
+        if self.transform is None:
+            return example
+        if self.with_rng:
+            rng = np.random.default_rng([self.seed, self.epoch, int(index), _TRANSFORM_TAG])
+            out = self.transform(example, rng)
+        else:
+            out = self.transform(example)
+        return as_example(out, f"the transform's output for example {index}", self.transform_field)
+
+    def __call__(self, i: int) -> Batch:
+        examples = [self.example(j) for j in self.batches[i]]
+        where = self.transform_field if self.transform is not None else ("data", "train")
+        what = "the transformed examples" if self.transform is not None else "the examples"
+        return stack_examples(examples, what, where)
+
+
+def _die_with_parent(parent: int, worker_index: int, worker_count: int) -> None:
+    """In a grain worker: be killed when the process that started it dies (Linux)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl: nobody would tell us
+        os._exit(1)
+
+
+def _mark_absl_flags_parsed() -> None:
+    """grain reads absl flags; a program that never ran `absl.app` has not parsed them."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def run_batches(
+    reader: BatchReader, first: int, stop: int, workers: int, prefetch: int
+) -> Iterator[Batch]:
+    """Batches `first..stop-1` of `reader` through grain, closing its iterator when done
+    (or when the consumer stops early), so nothing is left behind."""
+    import functools
+
+    import grain
+
+    _mark_absl_flags_parsed()
+    # No reader threads and no read-ahead inside the pipeline: `prefetch` bounds it below.
+    options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+    dataset = grain.MapDataset.range(first, stop).map(reader).to_iter_dataset(options)
+    if workers > 0:
+        dataset = dataset.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=workers, per_worker_buffer_size=max(1, math.ceil(prefetch / workers))
+            ),
+            worker_init_fn=functools.partial(_die_with_parent, os.getpid()),
+        )
+    iterator = iter(dataset)
+    try:
+        yield from iterator
+    finally:
+        iterator.close()
+
+
+@dataclass
+class ExampleSource:
+    """Batches of a random-access example collection, on grain (see the module docstring).
+
+    `make_train` / `make_val` build the collections (in this process, and again in each
+    worker); `transform(example, rng)` applies to training, `val_transform(example)` to
+    validation. Validation covers every example: the last batch may be smaller.
+    """
+
+    make_train: Callable[[], Examples]
+    make_val: Callable[[], Examples] | None
+    batch_size: int
+    seed: int = 0
+    shuffle: bool = True
+    drop_remainder: bool = True
+    transform: Transform | None = None
+    val_transform: Transform | None = None
+    workers: int = 0
+    prefetch: int = 2
+    train_field: tuple[str, ...] = ("data", "train")
+    classes: list[str] | None = None  # class names by label, for `classes.json`
+    share: Share | None = field(default=None, init=False)
+    train_examples: int = field(init=False)
+    val_examples: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._train = self.make_train()
+        self._val = self.make_val() if self.make_val is not None else None
+        self.train_examples = len(self._train)
+        self.val_examples = len(self._val) if self._val is not None else 0
+        if self.train_examples == 0:
+            raise DataError("the training data holds no examples", self.train_field)
+        if self.train_batches == 0:
+            raise DataError(
+                f"batch_size {self.batch_size} is larger than the {self.train_examples} "
+                "training examples, so an epoch has no full batch",
+                ("data", "batch_size"),
+                f"use a batch_size of at most {self.train_examples}, or drop_remainder: false",
+            )
+        self._check_transforms()
+
+    @property
+    def train_batches(self) -> int:
+        n, size = self.train_examples, self.batch_size
+        return n // size if self.drop_remainder else math.ceil(n / size)
+
+    @property
+    def val_batches(self) -> int | None:
+        if self._val is None:
+            return None
+        return math.ceil(self.val_examples / self.batch_size)  # every example, always
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_examples > 0
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The example order of training epoch `epoch`: a function of seed and epoch."""
+        if not self.shuffle:
+            return np.arange(self.train_examples)
+        rng = np.random.default_rng([self.seed, _SHUFFLE_TAG, epoch])
+        return rng.permutation(self.train_examples)
+
+    def _plan(self, order: np.ndarray, batches: int) -> tuple[list[np.ndarray], list[int]]:
+        """This process's example indices of each batch, and each batch's global length."""
+        size = self.batch_size
+        rows, lengths = [], []
+        for i in range(batches):
+            batch = order[i * size : (i + 1) * size]
+            rows.append(batch if self.share is None else batch[self.share.rows(len(batch))])
+            lengths.append(len(batch))
+        return rows, lengths
+
+    def _reader(
+        self,
+        make: Callable[[], Examples],
+        examples: Examples,
+        rows: list[np.ndarray],
+        *,
+        train: bool,
+        epoch: int,
+    ) -> BatchReader:
+        transform = self.transform if train else self.val_transform
+        reader = BatchReader(
+            make_examples=make,
+            batches=rows,
+            transform=transform,
+            with_rng=train,
+            seed=self.seed,
+            epoch=epoch,
+            transform_field=("data", "transform" if train else "val_transform"),
+        )
+        reader._examples = examples  # this process's copy; workers build their own
+        return reader
+
+    def _iterate(self, reader: BatchReader, lengths: list[int], start: int) -> Iterator[Batch]:
+        share = self.share
+        for i, batch in enumerate(
+            run_batches(reader, start, len(lengths), self.workers, self.prefetch), start
+        ):
+            yield batch if share is None else share.assemble(batch, lengths[i])
+
+    def train_iterator(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        """Epoch `epoch`'s batches from batch index `start` on (a resumed run seeks there)."""
+        rows, lengths = self._plan(self.epoch_order(epoch), self.train_batches)
+        reader = self._reader(self.make_train, self._train, rows, train=True, epoch=epoch)
+        return self._iterate(reader, lengths, start)
+
+    def val_iterator(self) -> Iterator[Batch]:
+        if self._val is None or self.make_val is None:
+            raise DataError("this data source has no validation data", ("validation",))
+        order = np.arange(self.val_examples)
+        rows, lengths = self._plan(order, self.val_batches or 0)
+        reader = self._reader(self.make_val, self._val, rows, train=False, epoch=0)
+        return self._iterate(reader, lengths, 0)
+
+    def sample_batch(self) -> Batch:
+        order = self.epoch_order(0)[: self.batch_size]
+        reader = self._reader(self.make_train, self._train, [order], train=True, epoch=0)
+        return reader(0)
+
+    def share_with(self, share: Share) -> None:
+        self.share = share
+
+    def _check_transforms(self) -> None:
+        """Before training: the transforms keep every checked example's keys, dtypes and
+        shapes, and training examples match validation's (a `DataError` at the key)."""
+        count = min(self.batch_size, self.train_examples)
+        first = self.epoch_order(0)[:count]
+        train = self._reader(self.make_train, self._train, [first], train=True, epoch=0)
+        train_batch = train(0)
+        if self._val is None or self.val_examples == 0 or self.make_val is None:
+            return
+        head = np.arange(min(self.batch_size, self.val_examples))
+        val = self._reader(self.make_val, self._val, [head], train=False, epoch=0)
+        val_batch = val(0)
+        got = {k: (str(v.dtype), v.shape[1:]) for k, v in train_batch.items()}
+        want = {k: (str(v.dtype), v.shape[1:]) for k, v in val_batch.items()}
+        if got != want:
+            field_ = ("data", "transform") if self.transform is not None else self.train_field
+            if self.val_transform is not None and self.transform is None:
+                field_ = ("data", "val_transform")
+            raise DataError(
+                "training examples"
+                + (" after data.transform" if self.transform is not None else "")
+                + f" ({_describe_batch(got)}) differ from validation examples"
+                + (" after data.val_transform" if self.val_transform is not None else "")
+                + f" ({_describe_batch(want)})",
+                field_,
+                "training and validation examples must have the same keys, dtypes and shapes"
+                + ("; give data.val_transform to match" if self.val_transform is None else ""),
+            )
+
+
+def _describe_batch(structure: Mapping[str, tuple[str, tuple[int, ...]]]) -> str:
+    return ", ".join(f"{k}: {d}{list(s)}" for k, (d, s) in sorted(structure.items()))
+
+
+# ------------------------------------------------------------------------- grain sources
+
+
+@dataclass
+class GrainExamples:
+    """Calls the user's `package.module:function` (with the keywords it takes) and checks
+    that it returns an unbatched random-access dataset. Picklable: workers call it again."""
+
+    path: str
+    where: tuple[str, ...]
+    batch_size: int
+    keywords: dict[str, int]
+
+    def __call__(self) -> Examples:
+        fn = import_function(self.path, self.where)
+        taken = accepted_keywords(fn)
+        dataset = fn(**{k: v for k, v in self.keywords.items() if k in taken})
+        name = type(dataset).__name__
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            kind = (
+                "an iterator-only dataset"
+                if hasattr(dataset, "__iter__") or hasattr(dataset, "__next__")
+                else "not a dataset"
+            )
+            raise DataError(
+                f"{self.path} returned a {name}, {kind}: beagle needs random access "
+                "(`len(ds)` and `ds[i]`) to shuffle, share and resume exactly",
+                self.where,
+                "return a grain.MapDataset (e.g. grain.MapDataset.source(records)) or an "
+                "object with __len__ and __getitem__, not an IterDataset or a generator",
+            )
+        if len(dataset) > 0:
+            first = as_example(dataset[0], f"{self.path}'s example 0", self.where)
+            leading = {v.shape[0] if v.ndim else None for v in first.values()}
+            if leading == {self.batch_size} and self.batch_size > 1:
+                raise DataError(
+                    f"{self.path} returns batches: every array of its example 0 has a leading "
+                    f"axis of {self.batch_size}, data.batch_size",
+                    self.where,
+                    "return single unbatched examples (no .batch()); beagle shuffles and "
+                    "batches them",
+                )
+        return dataset  # type: ignore[no-any-return]
+
+
+def grain_source(
+    batch_size: int,
+    *,
+    train: str,
+    val: str | None = None,
+    seed: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+    **options: Any,
+) -> ExampleSource:
+    """User datasets `package.module:function(**keywords)` returning random-access examples."""
+    keywords = {"seed": seed, "process_index": process_index, "process_count": process_count}
+    make_train = GrainExamples(train, ("data", "train"), batch_size, keywords)
+    make_val = GrainExamples(val, ("data", "val"), batch_size, keywords) if val else None
+    return ExampleSource(make_train, make_val, batch_size, seed, **options)
+
+
+def load_transform(path: str | None, where: tuple[str, ...]) -> Transform | None:
+    """The function `data.transform` or `data.val_transform` names (None when not set)."""
+    return import_function(path, where) if path else None
