@@ -1,0 +1,377 @@
+"""Example sources on grain: an `images` folder trains a CNN; batches seek, do not depend
+on the worker count, and a run killed with workers resumes exactly and leaves no worker
+behind; `grain` sources and transforms that cannot work are spec errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_cli_run import beagle, start, wait_for
+
+from beagle.data import DataError
+from beagle.runner import run_spec
+from beagle.spec import SpecError, load_spec
+
+CLASSES = ("circle", "cross", "square")
+
+SPEC = """\
+version: 1
+name: img_cnn
+seed: 0
+model:
+  class: beagle.models:CNN
+  args: {{features: [8], num_classes: 3}}
+  input: batch.image
+  batch_norm: true
+  train_flag: train
+  outputs: logits
+data:
+  source: images
+  train: train
+  val_fraction: 0.2
+  image_size: [8, 8]
+  batch_size: 16
+  transform: aug:flip
+  workers: {workers}
+optimizer: {{name: adam, learning_rate: 1.0e-2}}
+losses:
+  ce: {{fn: softmax_cross_entropy, args: {{logits: outputs.logits, labels: batch.label}}}}
+metrics:
+  accuracy: {{fn: accuracy, args: {{logits: outputs.logits, labels: batch.label}}}}
+train: {{epochs: {epochs}}}
+{validation}
+checkpoint: {{every: 1, keep: 2}}
+log: {{plot: false}}
+"""
+
+AUG = """\
+def flip(example, rng):
+    if rng.random() < 0.5:
+        example = {**example, "image": example["image"][:, ::-1]}
+    return example
+"""
+
+
+def write_images(root: Path, per_class: int = 100) -> None:
+    """Three classes of 8x8 images (a red square, a green bar, a blue bar over noise),
+    alternately PNG and JPEG, and a hidden junk file that must be skipped."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(CLASSES):
+        folder = root / "train" / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.uniform(0, 60, (8, 8, 3))
+            if label == 0:
+                pixels[2:6, 2:6, 0] += 180
+            elif label == 1:
+                pixels[:, 3:5, 1] += 180
+            else:
+                pixels[3:5, :, 2] += 180
+            image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+            image.save(folder / f"{i}.{'png' if i % 2 else 'jpg'}")
+    (root / "train" / "circle" / ".hidden.png").write_bytes(b"not an image")
+
+
+def project(folder: Path, *, workers: int, epochs: int = 3, validation: bool = True) -> Path:
+    (folder / "aug.py").write_text(AUG)
+    text = SPEC.format(
+        workers=workers, epochs=epochs, validation="validation: {every: 1}" if validation else ""
+    )
+    (folder / "spec.yaml").write_text(text)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("images")
+    write_images(root)
+    return root
+
+
+def copy_images(source: Path, target: Path) -> None:
+    os.symlink(source / "train", target / "train")
+
+
+@pytest.fixture(scope="module")
+def reference(image_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted `beagle run` on 0 workers: what interrupted runs must equal."""
+    folder = project(tmp_path_factory.mktemp("reference"), workers=0)
+    copy_images(image_root, folder)
+    done = beagle(folder, "run", "spec.yaml", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    return folder
+
+
+def history(folder: Path) -> dict[str, list[float]]:
+    return json.loads((folder / "runs/img_cnn/history.json").read_text())  # type: ignore[no-any-return]
+
+
+def test_images_folder_trains_a_cnn_well_above_chance(reference: Path) -> None:
+    result = history(reference)
+    assert result["val_accuracy"][-1] >= 0.9  # chance is 1/3
+    classes = json.loads((reference / "runs/img_cnn/classes.json").read_text())
+    assert classes == list(CLASSES)
+
+
+def children(pid: int) -> set[int]:
+    """Every process below `pid` (grain's workers and multiprocessing's tracker)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                kids = {int(k) for k in task.read_text().split()}
+            except OSError:
+                continue
+            todo.extend(kids - found)
+            found |= kids
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("rerun_workers", [2, 0])
+def test_sigkill_mid_epoch_with_workers_then_rerun_matches_and_leaves_no_worker(
+    reference: Path, image_root: Path, tmp_path: Path, rerun_workers: int
+) -> None:
+    project(tmp_path, workers=2)
+    copy_images(image_root, tmp_path)
+    process = start(tmp_path, "run", "spec.yaml", "--no-progress")
+    checkpoints = tmp_path / "runs/img_cnn/checkpoints"
+    wait_for(lambda: checkpoints.is_dir() and any(checkpoints.glob("checkpoint_*")), 120)
+    workers: set[int] = set()
+    wait_for(lambda: len(workers.update(children(process.pid)) or workers) >= 2, 60)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGKILL  # it was still training when killed
+    deadline = time.monotonic() + 5.0
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if alive(pid)], "workers outlived their parent by 5 s"
+    project(tmp_path, workers=rerun_workers)
+    resumed = beagle(tmp_path, "run", "spec.yaml", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout + resumed.stderr
+    assert history(tmp_path) == history(reference)
+    from test_cli_run import assert_same_state, final_state
+
+    assert_same_state(final_state(tmp_path, "spec.yaml"), final_state(reference, "spec.yaml"))
+
+
+# ------------------------------------------------------------------- in-process sources
+
+
+def image_source(root: Path, batch_size: int = 16, **options: Any) -> Any:
+    from beagle.images import images
+
+    return images(batch_size, train=str(root / "train"), image_size=[8, 8], seed=3, **options)
+
+
+def flip(example: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    if rng.random() < 0.5:
+        return {**example, "image": example["image"][:, ::-1]}
+    return example
+
+
+def same_batches(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarray]]) -> bool:
+    return len(a) == len(b) and all(
+        x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_train_iterator_seeks_to_start_and_ignores_the_worker_count(image_root: Path) -> None:
+    zero = image_source(image_root, transform=flip)
+    two = image_source(image_root, transform=flip, workers=2)
+    epoch = list(zero.train_iterator(epoch=1))
+    assert len(epoch) == zero.train_batches == 300 // 16
+    assert not same_batches(epoch, list(zero.train_iterator(epoch=2)))  # reshuffled
+    assert same_batches(list(zero.train_iterator(epoch=1, start=7)), epoch[7:])
+    assert same_batches(list(two.train_iterator(epoch=1, start=5)), epoch[5:])
+
+
+def test_validation_covers_every_example_with_a_smaller_last_batch(image_root: Path) -> None:
+    source = image_source(image_root, val_fraction=0.2, drop_remainder=True)
+    batches = list(source.val_iterator())
+    sizes = [len(b["label"]) for b in batches]
+    assert sum(sizes) == source.val_examples == 60  # 20 of each class, stratified
+    assert sizes == [16, 16, 16, 12] and source.val_batches == 4
+    assert np.bincount(np.concatenate([b["label"] for b in batches])).tolist() == [20, 20, 20]
+
+
+def test_a_file_that_does_not_decode_is_named_also_from_a_worker(tmp_path: Path) -> None:
+    write_images(tmp_path, per_class=20)
+    broken = tmp_path / "train" / "cross" / "broken.png"  # example 40 of 61, unshuffled
+    broken.write_bytes(b"\x89PNG but not really")
+    source = image_source(tmp_path, shuffle=False, workers=2)  # its first batch decodes
+    with pytest.raises(DataError, match="broken.png does not decode") as caught:
+        list(source.train_iterator(epoch=0))
+    assert caught.value.field == ("data", "train")  # kept across the worker's pickling
+    with pytest.raises(DataError, match="broken.png does not decode"):
+        image_source(tmp_path, batch_size=64, drop_remainder=False)  # checked before training
+
+
+# ----------------------------------------------------------------- spec errors, exit 2
+
+BASE = """\
+version: 1
+name: errs
+seed: 0
+model:
+  class: beagle.models:MLP
+  args: {{features: [4, 2]}}
+  input: batch.x
+data:
+{data}
+optimizer: {{name: adam, learning_rate: 0.01}}
+losses:
+  ce: {{fn: softmax_cross_entropy, args: {{logits: outputs.outputs, labels: batch.y}}}}
+train: {{epochs: 1}}
+{rest}
+"""
+
+DATASETS = """\
+import grain
+import numpy as np
+
+def examples(n):
+    rng = np.random.default_rng(n)
+    return [{"x": rng.normal(size=(3,)).astype(np.float32), "y": np.int32(i % 2)}
+            for i in range(n)]
+
+def good(seed):
+    return grain.MapDataset.source(examples(64))
+
+def val():
+    return grain.MapDataset.source(examples(20))
+
+def iterator_only():
+    return grain.MapDataset.source(examples(64)).to_iter_dataset()
+
+def batched():
+    return grain.MapDataset.source(examples(64)).batch(8)
+
+def widen(example, rng):
+    n = 3 if rng.random() < 0.5 else 4
+    return {**example, "x": np.zeros((n,), np.float32)}
+
+def widen_all(example, rng):
+    return {**example, "x": np.zeros((5,), np.float32)}
+"""
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "datasets.py").write_text(DATASETS)
+    sys.modules.pop("datasets", None)
+    return tmp_path
+
+
+IMAGES_BASE = BASE.replace("batch.x", "batch.image").replace("batch.y", "batch.label")
+
+
+def run_error(folder: Path, data: str, rest: str = "") -> str:
+    spec = folder / "spec.yaml"
+    base = IMAGES_BASE if "source: images" in data else BASE
+    spec.write_text(base.format(data=textwrap.indent(textwrap.dedent(data).strip(), "  "), rest=rest))
+    with pytest.raises(SpecError) as caught:
+        run_spec(load_spec(spec, (), imports="import"), restart=False, progress=False)
+    assert not (folder / "runs").exists()  # nothing written
+    return str(caught.value)
+
+
+def line_of(folder: Path, text: str) -> int:
+    lines = (folder / "spec.yaml").read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if text in line)
+
+
+def test_grain_source_trains_from_a_map_dataset(in_tmp: Path) -> None:
+    spec = in_tmp / "spec.yaml"
+    data = "source: grain\ntrain: datasets:good\nval: datasets:val\nbatch_size: 8"
+    spec.write_text(
+        BASE.format(data=textwrap.indent(data, "  "), rest="validation: {every: 1}\n")
+    )
+    result = run_spec(load_spec(spec, (), imports="import"), restart=False, progress=False)
+    assert result.steps == 8 and len(result.history["val_loss"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("function", "words"),
+    [("iterator_only", "iterator-only dataset"), ("batched", "returns batches")],
+)
+def test_grain_source_that_is_not_random_access_or_batched_is_a_spec_error(
+    in_tmp: Path, function: str, words: str
+) -> None:
+    message = run_error(in_tmp, f"source: grain\ntrain: datasets:{function}\nbatch_size: 8")
+    assert f"spec.yaml:{line_of(in_tmp, 'train: datasets')}:" in message
+    assert words in message
+
+
+def test_transform_whose_shapes_vary_is_a_spec_error_at_transform(in_tmp: Path) -> None:
+    message = run_error(
+        in_tmp, "source: grain\ntrain: datasets:good\ntransform: datasets:widen\nbatch_size: 8"
+    )
+    assert f"spec.yaml:{line_of(in_tmp, 'transform:')}:" in message
+    assert "differ in keys, dtypes or shapes" in message
+
+
+def test_transform_that_differs_from_validation_is_a_spec_error_at_transform(
+    in_tmp: Path,
+) -> None:
+    data = (
+        "source: grain\ntrain: datasets:good\nval: datasets:val\n"
+        "transform: datasets:widen_all\nbatch_size: 8"
+    )
+    message = run_error(in_tmp, data, "validation: {every: 1}\n")
+    assert f"spec.yaml:{line_of(in_tmp, 'transform:')}:" in message
+    assert "differ from validation examples" in message
+
+
+@pytest.mark.parametrize("size", ["[8]", "[8, 0]", "[8, 8.5]", "[8, 8, 8]"])
+def test_image_size_that_is_not_two_positive_integers_is_a_spec_error(
+    in_tmp: Path, size: str
+) -> None:
+    (in_tmp / "train" / "a").mkdir(parents=True)
+    data = f"source: images\ntrain: train\nimage_size: {size}\nbatch_size: 8"
+    message = run_error(in_tmp, data)
+    assert f"spec.yaml:{line_of(in_tmp, 'image_size')}:" in message
+    assert "data.image_size" in message and message.count("spec.yaml:") == 1
+
+
+def test_empty_image_folder_is_a_spec_error_at_train(in_tmp: Path) -> None:
+    (in_tmp / "train" / "a").mkdir(parents=True)
+    (in_tmp / "train" / "a" / ".hidden.png").write_bytes(b"skipped")
+    data = "source: images\ntrain: train\nimage_size: [8, 8]\nbatch_size: 8"
+    message = run_error(in_tmp, data)
+    assert f"spec.yaml:{line_of(in_tmp, 'train: train')}:" in message
+    assert "holds no images" in message and message.count("spec.yaml:") == 1
+
+
+def test_importing_beagle_data_does_not_import_grain() -> None:
+    code = "import sys, beagle.data; print('grain' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
