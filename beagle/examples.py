@@ -186,6 +186,10 @@ def run_batches(
     options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
     dataset = grain.MapDataset.range(first, stop).map(reader).to_iter_dataset(options)
     if workers > 0:
+        # Batches come back pickled, not in shared memory: grain leaves the shared memory
+        # of batches still in flight when an iterator closes early (leak warnings).
+        no_shared_memory = grain.experimental.DatasetOptions(min_shm_size=2**62)
+        dataset = grain.experimental.WithOptionsIterDataset(dataset, no_shared_memory)
         dataset = dataset.mp_prefetch(
             grain.MultiprocessingOptions(
                 num_workers=workers, per_worker_buffer_size=max(1, math.ceil(prefetch / workers))
