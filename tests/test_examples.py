@@ -189,6 +189,43 @@ def test_sigkill_mid_epoch_with_workers_then_rerun_matches_and_leaves_no_worker(
     assert_same_state(final_state(tmp_path, "spec.yaml"), final_state(reference, "spec.yaml"))
 
 
+STRAY_SCRIPT = """\
+import time
+
+from beagle.examples import ExampleSource, GrainExamples
+
+if __name__ == "__main__":
+    source = ExampleSource(GrainExamples("datasets:big", ("data", "train"), 8, {}), None, 8,
+                           workers=2)
+    batches = source.train_iterator(epoch=0)
+    next(batches)
+    print("reading", flush=True)
+    time.sleep(600)  # the workers fill their buffers and wait for this process to read
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_waiting_on_a_full_buffer_exit_within_5_s_of_a_sigkill(in_tmp: Path) -> None:
+    (in_tmp / "stray.py").write_text(STRAY_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(
+        [sys.executable, "stray.py"], cwd=in_tmp, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "reading\n"
+        below = children(process.pid)  # two workers and multiprocessing's resource tracker
+        assert len(below) >= 2
+        time.sleep(1.0)  # let the workers fill their buffers: now they block on a full queue
+        assert all(alive(pid) for pid in below)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    deadline = time.monotonic() + 5.0
+    while any(alive(pid) for pid in below) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in below if alive(pid)], "processes outlived their parent by 5 s"
+
+
 # ------------------------------------------------------------------- in-process sources
 
 
@@ -281,6 +318,9 @@ def iterator_only():
 
 def batched():
     return grain.MapDataset.source(examples(64)).batch(8)
+
+def big():
+    return grain.MapDataset.source(examples(20000))
 
 def widen(example, rng):
     n = 3 if rng.random() < 0.5 else 4
