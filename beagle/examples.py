@@ -17,8 +17,11 @@ state is not used: a state saved with 2 workers does not load with 0).
 
 grain runs the batches: `data.workers: 0` reads them in this process, with no threads;
 `workers: N` reads whole batches in N worker processes (`mp_prefetch`), with a bounded
-read-ahead. grain is imported only here, and only once a source of this kind is built, so
-`import beagle.data` stays light.
+read-ahead. One long-lived grain iterator per split (`BatchStream`) runs through epoch
+after epoch, so workers start once; it is reopened only where the loop asks for a batch
+other than the next one (a resumed run, a capped validation pass). grain is imported
+only here, and only once a source of this kind is built, so `import beagle.data` stays
+light.
 
 Worker processes are started with multiprocessing's `spawn`: a script that trains with
 `workers > 0` from Python must guard its entry point with `if __name__ == "__main__":`
@@ -28,6 +31,7 @@ Worker processes are started with multiprocessing's `spawn`: a script that train
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import math
 import os
@@ -48,10 +52,11 @@ from beagle.data import (
 )
 
 __all__ = [
-    "BatchReader",
+    "BatchStream",
     "ExampleSource",
     "Examples",
     "GrainExamples",
+    "PassReader",
     "grain_source",
     "stack_examples",
 ]
@@ -112,22 +117,30 @@ def stack_examples(
 
 
 @dataclass
-class BatchReader:
-    """Reads batch `i` of a pass: its examples, transformed, stacked. Picklable, so grain's
-    worker processes run it; `examples` is rebuilt there by `make_examples` when needed."""
+class PassReader:
+    """Reads batch `g` of an endless run of passes over a split: pass `g // batches`
+    (the epoch), batch `g % batches` of it, this process's rows, each example read and
+    transformed, then stacked. Picklable, so grain's worker processes run it; `examples`
+    is rebuilt there by `make_examples`."""
 
     make_examples: Callable[[], Examples]
-    batches: list[np.ndarray]  # example indices of this process's rows of each batch
+    count: int  # examples in the split
+    batch_size: int
+    batches: int  # batches in one pass
+    shuffle: bool
+    seed: int
     transform: Transform | None
     with_rng: bool  # a training transform: fn(example, rng)
-    seed: int
-    epoch: int
     transform_field: tuple[str, ...]
+    full_rows: slice | None = None  # this process's rows of a full batch (None: all)
+    last_rows: slice | None = None  # ... of the last, smaller batch of a pass
     _examples: Examples | None = field(default=None, repr=False)
+    _orders: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_examples"] = None  # rebuilt in the worker, never pickled
+        state["_orders"] = {}
         return state
 
     def examples(self) -> Examples:
@@ -135,23 +148,46 @@ class BatchReader:
             self._examples = self.make_examples()
         return self._examples
 
-    def example(self, index: int) -> dict[str, np.ndarray]:
-        """Example `index` of the source, transformed."""
+    def order(self, epoch: int) -> np.ndarray:
+        """The example order of pass `epoch`: a function of seed and epoch."""
+        if epoch not in self._orders:
+            if self.shuffle:
+                rng = np.random.default_rng([self.seed, _SHUFFLE_TAG, epoch])
+                order = rng.permutation(self.count)
+            else:
+                order = np.arange(self.count)
+            self._orders = {epoch: order}  # one epoch at a time
+        return self._orders[epoch]
+
+    def indices(self, g: int) -> tuple[int, np.ndarray]:
+        """(epoch, this process's example indices) of batch `g`."""
+        epoch, i = divmod(g, self.batches)
+        batch = self.order(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
+        rows = self.full_rows if len(batch) == self.batch_size else self.last_rows
+        return epoch, batch if rows is None else batch[rows]
+
+    def example(self, index: int, epoch: int) -> dict[str, np.ndarray]:
+        """Example `index` of the split, transformed for pass `epoch`."""
         example = as_example(self.examples()[int(index)], f"example {index}", ("data", "train"))
         if self.transform is None:
             return example
         if self.with_rng:
-            rng = np.random.default_rng([self.seed, self.epoch, int(index), _TRANSFORM_TAG])
+            rng = np.random.default_rng([self.seed, epoch, int(index), _TRANSFORM_TAG])
             out = self.transform(example, rng)
         else:
             out = self.transform(example)
         return as_example(out, f"the transform's output for example {index}", self.transform_field)
 
-    def __call__(self, i: int) -> Batch:
-        examples = [self.example(j) for j in self.batches[i]]
+    def read(self, indices: np.ndarray, epoch: int) -> Batch:
+        """The batch of these examples, transformed for pass `epoch`."""
+        examples = [self.example(j, epoch) for j in indices]
         where = self.transform_field if self.transform is not None else ("data", "train")
         what = "the transformed examples" if self.transform is not None else "the examples"
         return stack_examples(examples, what, where)
+
+    def __call__(self, g: int) -> Batch:
+        epoch, indices = self.indices(g)
+        return self.read(indices, epoch)
 
 
 def _die_with_parent(parent: int, worker_index: int, worker_count: int) -> None:
@@ -172,35 +208,48 @@ def _mark_absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
-def run_batches(
-    reader: BatchReader, first: int, stop: int, workers: int, prefetch: int
-) -> Iterator[Batch]:
-    """Batches `first..stop-1` of `reader` through grain, closing its iterator when done
-    (or when the consumer stops early), so nothing is left behind."""
-    import functools
+_ENDLESS = 2**53  # batch numbers of a stream: more than any run reads
 
-    import grain
 
-    _mark_absl_flags_parsed()
-    # No reader threads and no read-ahead inside the pipeline: `prefetch` bounds it below.
-    options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
-    dataset = grain.MapDataset.range(first, stop).map(reader).to_iter_dataset(options)
-    if workers > 0:
-        # Batches come back pickled, not in shared memory: grain leaves the shared memory
-        # of batches still in flight when an iterator closes early (leak warnings).
-        no_shared_memory = grain.experimental.DatasetOptions(min_shm_size=2**62)
-        dataset = grain.experimental.WithOptionsIterDataset(dataset, no_shared_memory)
-        dataset = dataset.mp_prefetch(
-            grain.MultiprocessingOptions(
-                num_workers=workers, per_worker_buffer_size=max(1, math.ceil(prefetch / workers))
-            ),
-            worker_init_fn=functools.partial(_die_with_parent, os.getpid()),
-        )
-    iterator = iter(dataset)
-    try:
-        yield from iterator
-    finally:
-        iterator.close()
+class BatchStream:
+    """One long-lived grain iterator over batches `first, first + 1, ...` of a
+    `PassReader`: worker processes start once, not for every pass, and read ahead across
+    the end of a pass. `next` is the number of the batch it yields next."""
+
+    def __init__(self, reader: PassReader, first: int, workers: int, prefetch: int) -> None:
+        import functools
+
+        import grain
+
+        _mark_absl_flags_parsed()
+        # No reader threads and no read-ahead inside the pipeline: `prefetch` bounds it.
+        options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+        dataset = grain.MapDataset.range(first, _ENDLESS).map(reader).to_iter_dataset(options)
+        if workers > 0:
+            # Batches come back pickled, not in shared memory: grain leaves the shared
+            # memory of batches still in flight when an iterator closes (leak warnings).
+            no_shared_memory = grain.experimental.DatasetOptions(min_shm_size=2**62)
+            dataset = grain.experimental.WithOptionsIterDataset(dataset, no_shared_memory)
+            dataset = dataset.mp_prefetch(
+                grain.MultiprocessingOptions(
+                    num_workers=workers,
+                    per_worker_buffer_size=max(1, math.ceil(prefetch / workers)),
+                ),
+                worker_init_fn=functools.partial(_die_with_parent, os.getpid()),
+            )
+        self.next = first
+        self._iterator: Any = iter(dataset)
+
+    def take(self, count: int) -> Iterator[Batch]:
+        for _ in range(count):
+            batch = next(self._iterator)
+            self.next += 1
+            yield batch
+
+    def close(self) -> None:
+        if self._iterator is not None:
+            self._iterator.close()
+            self._iterator = None
 
 
 @dataclass
@@ -209,7 +258,8 @@ class ExampleSource:
 
     `make_train` / `make_val` build the collections (in this process, and again in each
     worker); `transform(example, rng)` applies to training, `val_transform(example)` to
-    validation. Validation covers every example: the last batch may be smaller.
+    validation. Validation covers every example: the last batch may be smaller. Call
+    `close()` to stop the worker processes early (they also stop at exit).
     """
 
     make_train: Callable[[], Examples]
@@ -233,6 +283,7 @@ class ExampleSource:
         self._val = self.make_val() if self.make_val is not None else None
         self.train_examples = len(self._train)
         self.val_examples = len(self._val) if self._val is not None else 0
+        self._streams: dict[str, BatchStream] = {}
         if self.train_examples == 0:
             raise DataError("the training data holds no examples", self.train_field)
         if self.train_batches == 0:
@@ -243,6 +294,7 @@ class ExampleSource:
                 f"use a batch_size of at most {self.train_examples}, or drop_remainder: false",
             )
         self._check_transforms()
+        atexit.register(self.close)
 
     @property
     def train_batches(self) -> int:
@@ -261,84 +313,100 @@ class ExampleSource:
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The example order of training epoch `epoch`: a function of seed and epoch."""
-        if not self.shuffle:
-            return np.arange(self.train_examples)
-        rng = np.random.default_rng([self.seed, _SHUFFLE_TAG, epoch])
-        return rng.permutation(self.train_examples)
+        return self._reader("train").order(epoch)
 
-    def _plan(self, order: np.ndarray, batches: int) -> tuple[list[np.ndarray], list[int]]:
-        """This process's example indices of each batch, and each batch's global length."""
-        size = self.batch_size
-        rows, lengths = [], []
-        for i in range(batches):
-            batch = order[i * size : (i + 1) * size]
-            rows.append(batch if self.share is None else batch[self.share.rows(len(batch))])
-            lengths.append(len(batch))
-        return rows, lengths
-
-    def _reader(
-        self,
-        make: Callable[[], Examples],
-        examples: Examples,
-        rows: list[np.ndarray],
-        *,
-        train: bool,
-        epoch: int,
-    ) -> BatchReader:
-        transform = self.transform if train else self.val_transform
-        reader = BatchReader(
+    def _reader(self, split: str) -> PassReader:
+        train = split == "train"
+        make = self.make_train if train else self.make_val
+        examples = self._train if train else self._val
+        assert make is not None and examples is not None
+        count = len(examples)
+        batches = self.train_batches if train else math.ceil(count / self.batch_size)
+        full = last = None
+        if self.share is not None:
+            full = self.share.rows(self.batch_size)
+            if count % self.batch_size:
+                last = self.share.rows(count % self.batch_size)
+        reader = PassReader(
             make_examples=make,
-            batches=rows,
-            transform=transform,
-            with_rng=train,
+            count=count,
+            batch_size=self.batch_size,
+            batches=batches,
+            shuffle=self.shuffle and train,
             seed=self.seed,
-            epoch=epoch,
+            transform=self.transform if train else self.val_transform,
+            with_rng=train,
             transform_field=("data", "transform" if train else "val_transform"),
+            full_rows=full,
+            last_rows=last,
         )
         reader._examples = examples  # this process's copy; workers build their own
         return reader
 
-    def _iterate(self, reader: BatchReader, lengths: list[int], start: int) -> Iterator[Batch]:
+    def _batches(self, split: str, first: int, count: int) -> Iterator[Batch]:
+        """`count` batches from batch number `first` of `split`'s stream, which is
+        reopened there unless it is already there."""
+        stream = self._streams.get(split)
+        if stream is None or stream.next != first:
+            if stream is not None:
+                stream.close()
+            reader = self._reader(split)
+            stream = self._streams[split] = BatchStream(reader, first, self.workers, self.prefetch)
+        return self._assembled(stream.take(count), stream, self._reader_batches(split))
+
+    def _reader_batches(self, split: str) -> tuple[int, int]:
+        count = self.train_examples if split == "train" else self.val_examples
+        per_pass = self.train_batches if split == "train" else (self.val_batches or 0)
+        return count, per_pass
+
+    def _assembled(
+        self, batches: Iterator[Batch], stream: BatchStream, sizes: tuple[int, int]
+    ) -> Iterator[Batch]:
         share = self.share
-        for i, batch in enumerate(
-            run_batches(reader, start, len(lengths), self.workers, self.prefetch), start
-        ):
-            yield batch if share is None else share.assemble(batch, lengths[i])
+        count, per_pass = sizes
+        for batch in batches:
+            if share is None:
+                yield batch
+            else:
+                i = (stream.next - 1) % per_pass
+                yield share.assemble(batch, min(self.batch_size, count - i * self.batch_size))
 
     def train_iterator(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         """Epoch `epoch`'s batches from batch index `start` on (a resumed run seeks there)."""
-        rows, lengths = self._plan(self.epoch_order(epoch), self.train_batches)
-        reader = self._reader(self.make_train, self._train, rows, train=True, epoch=epoch)
-        return self._iterate(reader, lengths, start)
+        per_epoch = self.train_batches
+        return self._batches("train", epoch * per_epoch + start, per_epoch - start)
 
     def val_iterator(self) -> Iterator[Batch]:
         if self._val is None or self.make_val is None:
             raise DataError("this data source has no validation data", ("validation",))
-        order = np.arange(self.val_examples)
-        rows, lengths = self._plan(order, self.val_batches or 0)
-        reader = self._reader(self.make_val, self._val, rows, train=False, epoch=0)
-        return self._iterate(reader, lengths, 0)
+        per_pass = self.val_batches or 0
+        stream = self._streams.get("val")
+        passes = 0 if stream is None else math.ceil(stream.next / per_pass)
+        return self._batches("val", passes * per_pass, per_pass)
 
     def sample_batch(self) -> Batch:
-        order = self.epoch_order(0)[: self.batch_size]
-        reader = self._reader(self.make_train, self._train, [order], train=True, epoch=0)
-        return reader(0)
+        reader = self._reader("train")
+        return reader.read(reader.order(0)[: self.batch_size], 0)
 
     def share_with(self, share: Share) -> None:
+        self.close()
         self.share = share
+
+    def close(self) -> None:
+        """Stop the streams (and their worker processes)."""
+        for stream in self._streams.values():
+            stream.close()
+        self._streams.clear()
 
     def _check_transforms(self) -> None:
         """Before training: the transforms keep every checked example's keys, dtypes and
         shapes, and training examples match validation's (a `DataError` at the key)."""
-        count = min(self.batch_size, self.train_examples)
-        first = self.epoch_order(0)[:count]
-        train = self._reader(self.make_train, self._train, [first], train=True, epoch=0)
-        train_batch = train(0)
+        train = self._reader("train")
+        train_batch = train.read(train.order(0)[: self.batch_size], 0)
         if self._val is None or self.val_examples == 0 or self.make_val is None:
             return
-        head = np.arange(min(self.batch_size, self.val_examples))
-        val = self._reader(self.make_val, self._val, [head], train=False, epoch=0)
-        val_batch = val(0)
+        val = self._reader("val")
+        val_batch = val.read(np.arange(min(self.batch_size, self.val_examples)), 0)
         got = {k: (str(v.dtype), v.shape[1:]) for k, v in train_batch.items()}
         want = {k: (str(v.dtype), v.shape[1:]) for k, v in val_batch.items()}
         if got != want:
