@@ -226,6 +226,36 @@ def test_workers_waiting_on_a_full_buffer_exit_within_5_s_of_a_sigkill(in_tmp: P
     assert not [pid for pid in below if alive(pid)], "processes outlived their parent by 5 s"
 
 
+CLOSE_SCRIPT = """\
+from beagle.examples import ExampleSource, GrainExamples
+
+if __name__ == "__main__":
+    source = ExampleSource(GrainExamples("datasets:big", ("data", "train"), 8, {}), None, 8,
+                           workers=2)
+    batches = source.train_iterator(epoch=0)
+    next(batches)
+    next(batches)
+    source.close()  # early, with batches in flight
+    print("closed", flush=True)
+"""
+
+
+def test_closing_a_stream_early_exits_cleanly_without_a_leak_warning(in_tmp: Path) -> None:
+    (in_tmp / "close.py").write_text(CLOSE_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "close.py"],
+        cwd=in_tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "closed\n"
+    assert "leak" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
 # ------------------------------------------------------------------- in-process sources
 
 
