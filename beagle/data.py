@@ -543,31 +543,6 @@ def python(batch_size: int, *, train: str, val: str | None = None, seed: int = 0
     return PythonSource(train_fn, val_fn, batch_size, seed)
 
 
-def _example_source(data: Any, common: dict[str, Any]) -> DataSource:
-    """An `images` or `grain` source (`beagle.examples`, which imports grain when used)."""
-    from beagle.examples import grain_source, load_transform
-    from beagle.images import images
-
-    options = {
-        **common,
-        "transform": load_transform(data.transform, ("data", "transform")),
-        "val_transform": load_transform(data.val_transform, ("data", "val_transform")),
-        "workers": data.workers,
-        "prefetch": data.prefetch,
-    }
-    if data.source == "images":
-        return images(  # type: ignore[no-any-return]
-            data.batch_size,
-            train=data.train,
-            val=data.val,
-            val_fraction=data.val_fraction,
-            image_size=data.image_size,
-            channels=data.channels,
-            **options,
-        )
-    return grain_source(data.batch_size, train=data.train, val=data.val, **options)
-
-
 def from_spec(data: Any, seed: int) -> DataSource:
     """Build the source a spec's `data` section names (a `beagle.spec.models` data model)."""
     common = {"seed": seed, "shuffle": data.shuffle, "drop_remainder": data.drop_remainder}
@@ -588,6 +563,8 @@ def from_spec(data: Any, seed: int) -> DataSource:
         return npz(data.batch_size, train=data.train, val=data.val, **common)
     if data.source == "python":
         return python(data.batch_size, train=data.train, val=data.val, seed=seed)
-    if data.source in ("images", "grain"):
-        return _example_source(data, common)
-    raise DataError(f"unknown data source {data.source!r}", ("data", "source"))
+    raise DataError(
+        f"unknown data source {data.source!r}",
+        ("data", "source"),
+        "images and grain sources are built by beagle.examples.from_spec",
+    )

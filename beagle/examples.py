@@ -50,6 +50,8 @@ from beagle.data import (
     accepted_keywords,
     import_function,
 )
+from beagle.images import ImageFolder, list_images, stratified_split
+from beagle.images import image_size as image_size_of
 
 __all__ = [
     "BatchStream",
@@ -57,7 +59,9 @@ __all__ = [
     "Examples",
     "GrainExamples",
     "PassReader",
+    "from_spec",
     "grain_source",
+    "images",
     "stack_examples",
 ]
 
@@ -474,6 +478,31 @@ class GrainExamples:
         return dataset  # type: ignore[no-any-return]
 
 
+def images(
+    batch_size: int,
+    *,
+    train: str,
+    val: str | None = None,
+    val_fraction: float = 0.0,
+    image_size: tuple[int, int] | list[int],
+    channels: int = 3,
+    seed: int = 0,
+    **options: Any,
+) -> ExampleSource:
+    """An `ExampleSource` over an image folder (see `beagle.images`)."""
+    size = image_size_of(image_size)
+    classes, files = list_images(train, ("data", "train"))
+    if val is not None:
+        _, val_files = list_images(val, ("data", "val"), classes)
+    elif val_fraction > 0:
+        files, val_files = stratified_split(files, val_fraction, seed)
+    else:
+        val_files = []
+    make_train = ImageFolder(files, size, channels, ("data", "train"))
+    make_val = ImageFolder(val_files, size, channels, ("data", "val")) if val_files else None
+    return ExampleSource(make_train, make_val, batch_size, seed, classes=classes, **options)
+
+
 def grain_source(
     batch_size: int,
     *,
@@ -494,3 +523,30 @@ def grain_source(
 def load_transform(path: str | None, where: tuple[str, ...]) -> Transform | None:
     """The function `data.transform` or `data.val_transform` names (None when not set)."""
     return import_function(path, where) if path else None
+
+
+def from_spec(data: Any, seed: int) -> ExampleSource:
+    """Build the `images` or `grain` source a spec's `data` section names (the others are
+    `beagle.data.from_spec`'s; `beagle.catalog.SOURCES[name].per_example` tells which)."""
+    options: dict[str, Any] = {
+        "seed": seed,
+        "shuffle": data.shuffle,
+        "drop_remainder": data.drop_remainder,
+        "transform": load_transform(data.transform, ("data", "transform")),
+        "val_transform": load_transform(data.val_transform, ("data", "val_transform")),
+        "workers": data.workers,
+        "prefetch": data.prefetch,
+    }
+    if data.source == "images":
+        return images(
+            data.batch_size,
+            train=data.train,
+            val=data.val,
+            val_fraction=data.val_fraction,
+            image_size=data.image_size,
+            channels=data.channels,
+            **options,
+        )
+    if data.source == "grain":
+        return grain_source(data.batch_size, train=data.train, val=data.val, **options)
+    raise DataError(f"{data.source!r} is not an example source", ("data", "source"))

@@ -1,4 +1,5 @@
-"""The `images` source: a folder with one subfolder of PNG or JPEG files per class.
+"""The folder reader of the `images` source (`beagle.examples.images`): a folder with
+one subfolder of PNG or JPEG files per class.
 
 Labels are the sorted subfolder names (their indices, int32); each example is
 `{"image": float32 H x W x C in [0, 1], "label": int32}`, decoded with Pillow when it is
@@ -18,7 +19,7 @@ import numpy as np
 
 from beagle.data import DataError
 
-__all__ = ["ImageFolder", "list_images", "images"]
+__all__ = ["ImageFolder", "image_size", "list_images", "stratified_split"]
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 _SPLIT_TAG = 0x1A6E
@@ -122,34 +123,7 @@ def stratified_split(
     return train, val
 
 
-def images(
-    batch_size: int,
-    *,
-    train: str,
-    val: str | None = None,
-    val_fraction: float = 0.0,
-    image_size: tuple[int, int] | list[int],
-    channels: int = 3,
-    seed: int = 0,
-    **options: Any,
-) -> Any:
-    """An `ExampleSource` over an image folder (see the module docstring)."""
-    from beagle.examples import ExampleSource
-
-    size = _image_size(image_size)
-    classes, files = list_images(train, ("data", "train"))
-    if val is not None:
-        _, val_files = list_images(val, ("data", "val"), classes)
-    elif val_fraction > 0:
-        files, val_files = stratified_split(files, val_fraction, seed)
-    else:
-        val_files = []
-    make_train = ImageFolder(files, size, channels, ("data", "train"))
-    make_val = ImageFolder(val_files, size, channels, ("data", "val")) if val_files else None
-    return ExampleSource(make_train, make_val, batch_size, seed, classes=classes, **options)
-
-
-def _image_size(value: Any) -> tuple[int, int]:
+def image_size(value: Any) -> tuple[int, int]:
     ok = (
         isinstance(value, (list, tuple))
         and len(value) == 2

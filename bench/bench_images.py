@@ -36,7 +36,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from beagle.images import images  # noqa: E402
+from beagle.examples import images  # noqa: E402
 from beagle.models import CNN  # noqa: E402
 from beagle.training import TrainState  # noqa: E402
 

@@ -260,7 +260,7 @@ def test_closing_a_stream_early_exits_cleanly_without_a_leak_warning(in_tmp: Pat
 
 
 def image_source(root: Path, batch_size: int = 16, **options: Any) -> Any:
-    from beagle.images import images
+    from beagle.examples import images
 
     return images(batch_size, train=str(root / "train"), image_size=[8, 8], seed=3, **options)
 
@@ -338,6 +338,18 @@ def test_a_file_that_does_not_decode_is_named_also_from_a_worker(tmp_path: Path)
     assert caught.value.field == ("data", "train")  # kept across the worker's pickling
     with pytest.raises(DataError, match="broken.png does not decode"):
         image_source(tmp_path, batch_size=64, drop_remainder=False)  # checked before training
+
+
+def test_beagle_run_names_a_file_that_does_not_decode_mid_epoch(tmp_path: Path) -> None:
+    write_images(tmp_path, per_class=20)
+    (tmp_path / "train" / "cross" / "broken.png").write_bytes(b"\x89PNG but not really")
+    project(tmp_path, workers=2, epochs=1, validation=False)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec.read_text().replace("  workers: 2", "  workers: 2\n  shuffle: false"))
+    done = beagle(tmp_path, "run", "spec.yaml", "--no-progress")
+    assert done.returncode == 1, done.stderr
+    assert "training failed" in done.stderr and "broken.png does not decode" in done.stderr
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr
 
 
 # ----------------------------------------------------------------- spec errors, exit 2

@@ -259,11 +259,12 @@ def _problem(
 
 def plan_data(loaded: LoadedSpec) -> DataPlan:
     """Build the data source and settle the batch counts, checking them against the data."""
-    from beagle import data
+    from beagle import data, examples
 
     spec = loaded.spec
+    build = examples.from_spec if catalog.SOURCES[spec.data.source].per_example else data.from_spec
     try:
-        source = data.from_spec(spec.data, spec.seed)
+        source = build(spec.data, spec.seed)
         sample = source.sample_batch()
     except data.DataError as error:
         raise _problem(loaded, error.field, error.message, error.hint) from None
