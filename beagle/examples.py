@@ -393,8 +393,27 @@ class ExampleSource:
         return reader.read(reader.order(0)[: self.batch_size], 0)
 
     def share_with(self, share: Share) -> None:
+        """Read only this process's rows from now on; a `grain` function that takes
+        `process_index`/`process_count` is called again with them (it must still return
+        the whole dataset: beagle picks the rows)."""
         self.close()
         self.share = share
+        makers = [m for m in (self.make_train, self.make_val) if isinstance(m, GrainExamples)]
+        for make in makers:
+            make.keywords.update(
+                process_index=share.process_index, process_count=share.process_count
+            )
+        if makers:
+            self._train = self.make_train()
+            self._val = self.make_val() if self.make_val is not None else None
+            sizes = (len(self._train), len(self._val) if self._val is not None else 0)
+            if sizes != (self.train_examples, self.val_examples):
+                raise DataError(
+                    f"the dataset's length changed with process_index {share.process_index}: "
+                    "every process must get the whole dataset",
+                    self.train_field,
+                    "return the same examples in every process; beagle gives each its rows",
+                )
 
     def close(self) -> None:
         """Stop the streams (and their worker processes)."""

@@ -392,6 +392,11 @@ def iterator_only():
 def batched():
     return grain.MapDataset.source(examples(64)).batch(8)
 
+def numbered(process_index, process_count):
+    return grain.MapDataset.range(40).map(
+        lambda i: {"i": np.int64(i), "p": np.int64(process_index), "n": np.int64(process_count)}
+    )
+
 def big():
     return grain.MapDataset.source(examples(20000))
 
@@ -439,6 +444,36 @@ def test_grain_source_trains_from_a_map_dataset(in_tmp: Path) -> None:
     spec.write_text(BASE.format(data=textwrap.indent(data, "  "), rest="validation: {every: 1}\n"))
     result = run_spec(load_spec(spec, (), imports="import"), restart=False, progress=False)
     assert result.steps == 8 and len(result.history["val_loss"]) == 1
+
+
+class SecondOfTwo:
+    """This process as process 1 of 2, without a second process: the rows `share.rows`
+    gives are the back half of a batch, and `assemble` returns them as they are."""
+
+    process_index = 1
+    process_count = 2
+
+    def rows(self, length: int) -> slice:
+        return slice(length // 2, length)
+
+    def assemble(self, rows: Any, length: int) -> Any:
+        return {**rows, "length": length}
+
+    def assemble_local(self, rows: Any) -> Any:
+        return rows
+
+
+def test_a_shared_source_reads_only_its_rows_and_tells_the_function(in_tmp: Path) -> None:
+    from beagle.examples import grain_source
+
+    whole = list(grain_source(8, train="datasets:numbered", seed=1).train_iterator(epoch=2))
+    source = grain_source(8, train="datasets:numbered", seed=1)
+    source.share_with(SecondOfTwo())
+    shared = list(source.train_iterator(epoch=2))
+    assert [b["i"].tolist() for b in shared] == [b["i"][4:].tolist() for b in whole]
+    assert all(b["length"] == 8 for b in shared)
+    assert {int(p) for b in shared for p in b["p"]} == {1}  # given process_index
+    assert {int(n) for b in shared for n in b["n"]} == {2}
 
 
 @pytest.mark.parametrize(
