@@ -226,6 +226,8 @@ class Source:
     # Validation examples are held out of the training data (`data.val_fraction`); else they
     # come from the user's own validation data (`data.val`).
     holds_out_val: bool = False
+    # Read one example at a time on grain (`beagle.examples`), not sliced from arrays.
+    per_example: bool = False
 
 
 SOURCES: dict[str, Source] = {
@@ -237,5 +239,8 @@ SOURCES: dict[str, Source] = {
         Source("synthetic", ("x", "y"), holds_out_val=True),
         Source("npz", None),  # the arrays of the user's .npz files
         Source("python", None),  # whatever the user's functions yield
+        # image float32 (N, H, W, channels) in [0, 1], label int32 (the class folder's index)
+        Source("images", ("image", "label"), per_example=True),
+        Source("grain", None, per_example=True),  # whatever the user's dataset's examples hold
     )
 }

@@ -238,6 +238,7 @@ def _run(
 ) -> None:
     """`beagle run`'s work, its exceptions turned into messages and exit codes."""
     from beagle import api
+    from beagle.data import DataError
     from beagle.runner import RunRefused, print_summary
     from beagle.runner.distributed import ClusterError, first_line
     from beagle.runner.origin import raised_in_user_code
@@ -277,6 +278,9 @@ def _run(
             ],
             EXIT_FAILED,
         ) from None
+    except DataError as error:  # data found unusable while training (a file that does not decode)
+        hint = [f"  hint: {error.hint}"] if error.hint else []
+        raise _fail([f"{spec}: training failed: {error.message}", *hint], EXIT_FAILED) from None
     except Exception as error:
         if cluster.enabled and _lost_peer(error):
             raise _fail(

@@ -63,6 +63,10 @@ class DataError(ValueError):
         self.field = field
         self.hint = hint
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in a grain worker process, it comes back pickled: keep field and hint.
+        return (type(self), (self.message, self.field, self.hint))
+
 
 class Share(Protocol):
     """This process's part of each global batch when several processes train together
@@ -686,4 +690,8 @@ def from_spec(data: Any, seed: int) -> DataSource:
         return npz(data.batch_size, train=data.train, val=data.val, test=data.test, **common)
     if data.source == "python":
         return python(data.batch_size, train=data.train, val=data.val, test=data.test, seed=seed)
-    raise DataError(f"unknown data source {data.source!r}", ("data", "source"))
+    raise DataError(
+        f"unknown data source {data.source!r}",
+        ("data", "source"),
+        "images and grain sources are built by beagle.examples.from_spec",
+    )

@@ -291,12 +291,13 @@ SPLITS = ("val", "test", "train")
 
 def split_batches(run: LoadedRun, split: str) -> Any:
     """Every batch of `split` (the last one partial), from the spec's data source."""
-    from beagle.data import DataError, from_spec
+    from beagle.data import DataError
+    from beagle.runner.wiring import build_source
 
     if split not in SPLITS:
         raise RunNotUsable(f"no split {split!r}: use one of {', '.join(SPLITS)}")
     try:
-        source = from_spec(run.spec.spec.data, run.spec.spec.seed)
+        source = build_source(run.spec.spec.data, run.spec.spec.seed)
     except DataError as error:
         raise RunNotUsable(f"cannot read the data: {error.message}") from None
     if split == "val":

@@ -16,6 +16,7 @@ through the `notify` callback.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -24,7 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from beagle import __version__
-from beagle.runner.artifacts import RunFolder, TensorBoardLog, higher_is_better, keep_previous
+from beagle.runner.artifacts import (
+    RunFolder,
+    TensorBoardLog,
+    higher_is_better,
+    keep_previous,
+    write_text_atomic,
+)
 from beagle.runner.distributed import ONE_PROCESS, Team
 from beagle.runner.paths import checkpoint_dir as find_checkpoint_dir
 from beagle.runner.paths import log_dir as find_log_dir
@@ -323,6 +330,9 @@ def run_spec(
         _create(loaded, folder)
         folder.write_sources(loaded.text, module_text)
         folder.write_run_record(run_record(loaded, wired.data.sample, checkpoint_dir))
+        classes = getattr(wired.data.source, "classes", None)
+        if classes is not None:  # the `images` source: label i is classes[i]
+            write_text_atomic(folder.path / "classes.json", json.dumps(classes, indent=2) + "\n")
     team.barrier("beagle-run-folder-ready")  # the others start once process 0 has cleared
     start_step = plan.info.step if plan.resuming and plan.info is not None else 0
     start_epoch = plan.info.epoch if plan.resuming and plan.info is not None else 0

@@ -257,13 +257,23 @@ def _problem(
     return SpecError([loaded.problem(tuple(where), message, hint)])
 
 
+def build_source(data_spec: Any, seed: int) -> Any:
+    """The data source a spec's `data` section names: an array or `python` source
+    (`beagle.data`), or an example source on grain (`beagle.examples`)."""
+    from beagle import data, examples
+
+    if catalog.SOURCES[data_spec.source].per_example:
+        return examples.from_spec(data_spec, seed)
+    return data.from_spec(data_spec, seed)
+
+
 def plan_data(loaded: LoadedSpec) -> DataPlan:
     """Build the data source and settle the batch counts, checking them against the data."""
     from beagle import data
 
     spec = loaded.spec
     try:
-        source = data.from_spec(spec.data, spec.seed)
+        source = build_source(spec.data, spec.seed)
         sample = source.sample_batch()
     except data.DataError as error:
         raise _problem(loaded, error.field, error.message, error.hint) from None

@@ -204,8 +204,83 @@ class PythonData(_DataBase):
     )
 
 
+_PATH = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class _ExampleData(_DataBase):
+    """What both example sources (read per example, on grain) take."""
+
+    transform: ImportPath | None = Field(
+        default=None,
+        description="'package.module:function' fn(example, rng) -> example applied to each "
+        "training example (numpy arrays); rng is a numpy Generator seeded from seed, epoch "
+        "and the example's index. Outputs keep the same keys, dtypes and shapes.",
+    )
+    val_transform: ImportPath | None = Field(
+        default=None,
+        description="'package.module:function' fn(example) -> example applied to each "
+        "validation example (no rng); validation is otherwise not transformed.",
+    )
+    workers: int = Field(
+        default=0,
+        ge=0,
+        description="Worker processes that read and transform batches; 0 reads them in the "
+        "training process, with no threads.",
+    )
+    prefetch: int = Field(
+        default=2, ge=1, description="Batches each worker may read ahead of training."
+    )
+
+
+class ImagesData(_ExampleData):
+    """A folder of PNG or JPEG images, one subfolder per class: batch keys image and label."""
+
+    source: Literal["images"] = Field(description="The data source.")
+    train: _PATH = Field(
+        description="Folder of training images: one subfolder per class (the sorted names "
+        "are the labels, saved as classes.json in the run folder)."
+    )
+    val: _PATH | None = Field(
+        default=None, description="Folder of validation images, laid out like train."
+    )
+    test: _PATH | None = Field(
+        default=None, description="Folder of test images, laid out like train."
+    )
+    val_fraction: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Without val: the share of each class's images held out for validation, "
+        "chosen by seed.",
+    )
+    image_size: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=2, max_length=2)] = (
+        Field(description="[height, width] every image is resized to (bilinear).")
+    )
+    channels: Literal[1, 3] = Field(
+        default=3, description="3: images are converted to RGB; 1: to grayscale."
+    )
+
+
+class GrainData(_ExampleData):
+    """Random-access datasets of your own (a grain.MapDataset or len/getitem)."""
+
+    source: Literal["grain"] = Field(description="The data source.")
+    train: ImportPath = Field(
+        description="'package.module:function' returning an unbatched, unshuffled "
+        "random-access dataset of example dicts; it is given those of seed, process_index "
+        "and process_count it takes."
+    )
+    val: ImportPath | None = Field(
+        default=None, description="The same for validation examples (optional)."
+    )
+    test: ImportPath | None = Field(
+        default=None, description="The same for test examples (optional)."
+    )
+
+
 DataSpec = Annotated[
-    DigitsData | SyntheticData | NpzData | PythonData, Field(discriminator="source")
+    DigitsData | SyntheticData | NpzData | PythonData | ImagesData | GrainData,
+    Field(discriminator="source"),
 ]
 
 
@@ -411,7 +486,8 @@ class Spec(_Section):
     )
     model: ModelSpec = Field(description="The model.")
     data: DataSpec = Field(
-        description="The data source (digits, synthetic, npz or python) and batching."
+        description="The data source (digits, synthetic, npz, python, images or grain) "
+        "and batching."
     )
     optimizer: OptimizerSpec = Field(description="The optimizer.")
     losses: dict[Identifier, LossSpec] = Field(

@@ -210,11 +210,19 @@ def _check_data(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
             )
     if isinstance(validation, dict):  # `validation: null` is no validation, as absent
         builtin = catalog.SOURCES.get(source) if isinstance(source, str) else None
-        if builtin is not None and not builtin.holds_out_val and data.get("val") is None:
+        held_out = source == "images" and bool(data.get("val_fraction"))
+        if (
+            builtin is not None
+            and not builtin.holds_out_val
+            and data.get("val") is None
+            and not held_out
+        ):
             yield loc.problem(
                 ("validation",),
                 f"validation needs validation data, and data source '{source}' has no 'val'",
-                "set data.val, or remove the validation section",
+                "set data.val"
+                + (" or data.val_fraction" if source == "images" else "")
+                + ", or remove the validation section",
                 at="key",
             )
         if builtin is not None and builtin.holds_out_val and data.get("val_fraction") == 0:
