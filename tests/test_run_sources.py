@@ -9,7 +9,6 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from beagle.runner import run_spec
 from beagle.spec import load_spec
@@ -28,13 +27,6 @@ losses:
   mse: {{fn: mse, args: {{predictions: outputs.outputs, targets: batch.y}}}}
 {rest}
 """
-
-
-@pytest.fixture
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
 
 
 def regression_arrays(n: int, seed: int) -> dict[str, np.ndarray]:

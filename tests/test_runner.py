@@ -60,12 +60,6 @@ def leaves(tree: Any) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
-@pytest.fixture
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def test_synthetic_run_writes_the_run_folder(in_tmp: Path) -> None:
     spec = write_spec(in_tmp, TINY.format(epochs=3, log_dir="runs/tiny"))
     result = run_spec(load(spec), restart=False, progress=False)

@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 import pytest
+from test_run_sources import regression_arrays
 
 from beagle import data
 from beagle.runner import run_spec
@@ -47,19 +48,6 @@ metrics:
 """
 
 
-@pytest.fixture
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
-
-
-def arrays(n: int, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 3)).astype(np.float32)
-    return {"x": x, "y": (x @ np.array([[1.0], [-2.0], [0.5]], np.float32)).astype(np.float32)}
-
-
 def run(folder: Path, data_text: str, rest: str, *overrides: str, restart: bool = False) -> Any:
     spec = folder / "spec.yaml"
     spec.write_text(SPEC.format(data=textwrap.dedent(data_text).strip(), rest=rest))
@@ -76,8 +64,8 @@ def numpy_mae(state: Any, batch: dict[str, np.ndarray]) -> float:
 
 
 def test_validation_covers_every_example_at_exact_means(in_tmp: Path) -> None:
-    np.savez(in_tmp / "train.npz", **arrays(256, 0))
-    val = arrays(100, 1)
+    np.savez(in_tmp / "train.npz", **regression_arrays(256, 0))
+    val = regression_arrays(100, 1)
     np.savez(in_tmp / "val.npz", **val)
     source = data.npz(32, train="train.npz", val="val.npz")
     assert [len(b["y"]) for b in source.val_iterator()] == [32, 32, 32, 4]  # never padded
@@ -114,8 +102,8 @@ print(json.dumps({"val_mae": result.history["val_mae"][-1],
 
 def test_remainder_smaller_than_the_mesh_keeps_the_exact_mean(tmp_path: Path) -> None:
     """98 = 3 x 32 + 2: the last validation batch, of 2 rows on 4 devices, is replicated."""
-    np.savez(tmp_path / "train.npz", **arrays(128, 0))
-    np.savez(tmp_path / "val.npz", **arrays(98, 1))
+    np.savez(tmp_path / "train.npz", **regression_arrays(128, 0))
+    np.savez(tmp_path / "val.npz", **regression_arrays(98, 1))
     data_text = "data: {source: npz, train: train.npz, val: val.npz, batch_size: 32}"
     rest = "train: {epochs: 1}\nvalidation: {every: 1}\nparallel: {data: 4}\n"
     (tmp_path / "spec.yaml").write_text(SPEC.format(data=data_text, rest=rest))
@@ -276,8 +264,8 @@ def test_test_fraction_is_held_out_disjoint_from_validation() -> None:
 
 
 def test_test_file_for_npz_and_a_test_function_for_python(in_tmp: Path) -> None:
-    np.savez(in_tmp / "train.npz", **arrays(64, 0))
-    np.savez(in_tmp / "test.npz", **arrays(10, 2))
+    np.savez(in_tmp / "train.npz", **regression_arrays(64, 0))
+    np.savez(in_tmp / "test.npz", **regression_arrays(10, 2))
     source = data.npz(4, train="train.npz", test="test.npz")
     assert [len(b["x"]) for b in source.test_iterator()] == [4, 4, 2]
     np.savez(in_tmp / "odd.npz", z=np.zeros(3))
