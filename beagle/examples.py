@@ -260,10 +260,11 @@ class BatchStream:
 class ExampleSource:
     """Batches of a random-access example collection, on grain (see the module docstring).
 
-    `make_train` / `make_val` build the collections (in this process, and again in each
-    worker); `transform(example, rng)` applies to training, `val_transform(example)` to
-    validation. Validation covers every example: the last batch may be smaller. Call
-    `close()` to stop the worker processes early (they also stop at exit).
+    `make_train` / `make_val` / `make_test` build the collections (in this process, and
+    again in each worker); `transform(example, rng)` applies to training,
+    `val_transform(example)` to validation and test. Validation and test cover every
+    example: the last batch may be smaller. Call `close()` to stop the worker processes
+    early (they also stop at exit).
     """
 
     make_train: Callable[[], Examples]
@@ -278,6 +279,7 @@ class ExampleSource:
     prefetch: int = 2
     train_field: tuple[str, ...] = ("data", "train")
     classes: list[str] | None = None  # class names by label, for `classes.json`
+    make_test: Callable[[], Examples] | None = None
     share: Share | None = field(default=None, init=False)
     train_examples: int = field(init=False)
     val_examples: int = field(init=False)
@@ -285,8 +287,10 @@ class ExampleSource:
     def __post_init__(self) -> None:
         self._train = self.make_train()
         self._val = self.make_val() if self.make_val is not None else None
+        self._test = self.make_test() if self.make_test is not None else None
         self.train_examples = len(self._train)
         self.val_examples = len(self._val) if self._val is not None else 0
+        self.test_examples = len(self._test) if self._test is not None else 0
         self._streams: dict[str, BatchStream] = {}
         if self.train_examples == 0:
             raise DataError("the training data holds no examples", self.train_field)
@@ -315,14 +319,31 @@ class ExampleSource:
     def has_val(self) -> bool:
         return self.val_examples > 0
 
+    @property
+    def test_batches(self) -> int | None:
+        if self._test is None:
+            return None
+        return math.ceil(self.test_examples / self.batch_size)  # every example
+
+    @property
+    def has_test(self) -> bool:
+        return self.test_examples > 0
+
+    def _split(self, split: str) -> tuple[Callable[[], Examples] | None, Examples | None]:
+        """The collection-maker and this process's collection of `split`."""
+        if split == "train":
+            return self.make_train, self._train
+        if split == "test":
+            return self.make_test, self._test
+        return self.make_val, self._val
+
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The example order of training epoch `epoch`: a function of seed and epoch."""
         return self._reader("train").order(epoch)
 
     def _reader(self, split: str) -> PassReader:
         train = split == "train"
-        make = self.make_train if train else self.make_val
-        examples = self._train if train else self._val
+        make, examples = self._split(split)
         assert make is not None and examples is not None
         count = len(examples)
         batches = self.train_batches if train else math.ceil(count / self.batch_size)
@@ -359,9 +380,10 @@ class ExampleSource:
         return self._assembled(stream.take(count), stream, self._reader_batches(split))
 
     def _reader_batches(self, split: str) -> tuple[int, int]:
-        count = self.train_examples if split == "train" else self.val_examples
-        per_pass = self.train_batches if split == "train" else (self.val_batches or 0)
-        return count, per_pass
+        if split == "train":
+            return self.train_examples, self.train_batches
+        count = self.test_examples if split == "test" else self.val_examples
+        return count, math.ceil(count / self.batch_size)
 
     def _assembled(
         self, batches: Iterator[Batch], stream: BatchStream, sizes: tuple[int, int]
@@ -388,6 +410,12 @@ class ExampleSource:
         passes = 0 if stream is None else math.ceil(stream.next / per_pass)
         return self._batches("val", passes * per_pass, per_pass)
 
+    def test_iterator(self) -> Iterator[Batch]:
+        """One pass over every test example (untransformed but for `val_transform`)."""
+        if self._test is None or self.make_test is None:
+            raise DataError("this data source has no test data", ("data", "test"))
+        return self._batches("test", 0, self.test_batches or 0)
+
     def sample_batch(self) -> Batch:
         reader = self._reader("train")
         return reader.read(reader.order(0)[: self.batch_size], 0)
@@ -398,7 +426,8 @@ class ExampleSource:
         the whole dataset: beagle picks the rows)."""
         self.close()
         self.share = share
-        makers = [m for m in (self.make_train, self.make_val) if isinstance(m, GrainExamples)]
+        splits = (self.make_train, self.make_val, self.make_test)
+        makers = [m for m in splits if isinstance(m, GrainExamples)]
         for make in makers:
             make.keywords.update(
                 process_index=share.process_index, process_count=share.process_count
@@ -406,8 +435,11 @@ class ExampleSource:
         if makers:
             self._train = self.make_train()
             self._val = self.make_val() if self.make_val is not None else None
-            sizes = (len(self._train), len(self._val) if self._val is not None else 0)
-            if sizes != (self.train_examples, self.val_examples):
+            self._test = self.make_test() if self.make_test is not None else None
+            sizes = tuple(
+                len(e) if e is not None else 0 for e in (self._train, self._val, self._test)
+            )
+            if sizes != (self.train_examples, self.val_examples, self.test_examples):
                 raise DataError(
                     f"the dataset's length changed with process_index {share.process_index}: "
                     "every process must get the whole dataset",
@@ -502,6 +534,7 @@ def images(
     *,
     train: str,
     val: str | None = None,
+    test: str | None = None,
     val_fraction: float = 0.0,
     image_size: tuple[int, int] | list[int],
     channels: int = 3,
@@ -519,7 +552,13 @@ def images(
         val_files = []
     make_train = ImageFolder(files, size, channels, ("data", "train"))
     make_val = ImageFolder(val_files, size, channels, ("data", "val")) if val_files else None
-    return ExampleSource(make_train, make_val, batch_size, seed, classes=classes, **options)
+    make_test = None
+    if test is not None:
+        _, test_files = list_images(test, ("data", "test"), classes)
+        make_test = ImageFolder(test_files, size, channels, ("data", "test"))
+    return ExampleSource(
+        make_train, make_val, batch_size, seed, classes=classes, make_test=make_test, **options
+    )
 
 
 def grain_source(
@@ -527,6 +566,7 @@ def grain_source(
     *,
     train: str,
     val: str | None = None,
+    test: str | None = None,
     seed: int = 0,
     process_index: int = 0,
     process_count: int = 1,
@@ -536,7 +576,8 @@ def grain_source(
     keywords = {"seed": seed, "process_index": process_index, "process_count": process_count}
     make_train = GrainExamples(train, ("data", "train"), batch_size, keywords)
     make_val = GrainExamples(val, ("data", "val"), batch_size, keywords) if val else None
-    return ExampleSource(make_train, make_val, batch_size, seed, **options)
+    make_test = GrainExamples(test, ("data", "test"), batch_size, keywords) if test else None
+    return ExampleSource(make_train, make_val, batch_size, seed, make_test=make_test, **options)
 
 
 def load_transform(path: str | None, where: tuple[str, ...]) -> Transform | None:
@@ -561,11 +602,14 @@ def from_spec(data: Any, seed: int) -> ExampleSource:
             data.batch_size,
             train=data.train,
             val=data.val,
+            test=data.test,
             val_fraction=data.val_fraction,
             image_size=data.image_size,
             channels=data.channels,
             **options,
         )
     if data.source == "grain":
-        return grain_source(data.batch_size, train=data.train, val=data.val, **options)
+        return grain_source(
+            data.batch_size, train=data.train, val=data.val, test=data.test, **options
+        )
     raise DataError(f"{data.source!r} is not an example source", ("data", "source"))

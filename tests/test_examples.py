@@ -536,3 +536,25 @@ def test_importing_beagle_data_does_not_import_grain() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_eval_covers_every_test_image(reference: Path, image_root: Path, tmp_path: Path) -> None:
+    """`data.test: DIR` for `images`: `beagle eval --split test` reads every file of it."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reference / "runs/img_cnn", run, ignore=shutil.ignore_patterns("eval"))
+    spec = run / "spec.yaml"
+    text = spec.read_text().replace("  val_fraction: 0.2\n", "  val_fraction: 0.2\n  test: test\n")
+    spec.write_text(text)
+    os.symlink(image_root / "train", tmp_path / "test")
+    os.symlink(image_root / "train", tmp_path / "train")
+    shutil.copy(reference / "aug.py", tmp_path / "aug.py")  # the spec's transform
+    done = beagle(tmp_path, "eval", str(run), "--split", "test", "--checkpoint", "latest")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (written,) = (run / "eval").glob("*-test.json")
+    record = json.loads(written.read_text())
+    folder = image_root / "train"
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert record["examples"] == len(files) and len(files) % 16  # a partial last batch too
+    assert 0.0 <= record["metrics"]["test_accuracy"] <= 1.0
