@@ -34,7 +34,6 @@ from beagle.training.batches import (
 )
 from beagle.training.checkpoint import (
     CheckpointWriter,
-    checkpoint_steps,
     latest_checkpoint,
     restore_checkpoint,
 )
@@ -465,7 +464,10 @@ class _Run:
     def _save(self, *, finished: bool, best: bool = False) -> Path:
         assert self.writer is not None
         record = self._record(finished)
-        replace = self.global_step in checkpoint_steps(self.writer.directory)
+        # Only a run resumed at the end of an epoch saves a step it already holds. Decided
+        # from the loop's own state, never by listing the folder: with several processes,
+        # process 0 may already be replacing the checkpoint while another one looks.
+        replace = self.saved_step == self.global_step
         path = self.writer.save(
             self.global_step, _copy_tree(self.state), record, best=best, replace=replace
         )
