@@ -558,6 +558,7 @@ def _train(
                 val_num_batches=data.val_batches if validating else None,
                 show_progress=progress,
                 on_epoch_end=on_epoch_end,
+                copy_state=False,  # the runner owns the state: no copy of it (memory)
                 **options,
             )
         except NonFiniteLossError as error:

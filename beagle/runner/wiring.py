@@ -172,10 +172,17 @@ def model_kwargs(loaded: LoadedSpec, *, train: bool) -> dict[str, Any]:
 
 
 def init_rngs(loaded: LoadedSpec, key: Any) -> dict[str, Any]:
-    """`params` plus every stream `model.rngs` names, each with its own key."""
+    """`params` plus every stream `model.rngs` names, each with its own key (split on the
+    host for a host key from `root_keys`: no device program)."""
     import jax
+    import numpy as np
+
+    from beagle.training.rng import host_split
 
     names = ["params", *[n for n in loaded.spec.model.rngs if n != "params"]]
+    if isinstance(key, np.ndarray):
+        split = host_split(key, len(names))
+        return {name: split[i] for i, name in enumerate(names)}
     keys = jax.random.split(key, len(names))
     return {name: keys[i] for i, name in enumerate(names)}
 
@@ -351,8 +358,17 @@ def plan_data(loaded: LoadedSpec) -> DataPlan:
 
 
 def root_keys(seed: int) -> tuple[Any, Any]:
-    """(init key, loop key), both pure functions of the spec's seed."""
+    """(init key, loop key), both pure functions of the spec's seed: `split(PRNGKey(seed))`,
+    computed on the host (numpy `uint32[2]` keys, bit for bit jax's) for the default
+    threefry keys, so that no device program runs for them (see `training/rng.py`)."""
     import jax
+    import numpy as np
 
-    init_key, loop_key = jax.random.split(jax.random.PRNGKey(seed))
+    from beagle.training.rng import host_key, host_seed_key, host_split
+
+    root = host_key(host_seed_key(seed))
+    if isinstance(root, np.ndarray):
+        init_key, loop_key = host_split(root, 2)
+        return init_key, loop_key
+    init_key, loop_key = jax.random.split(root)
     return init_key, loop_key

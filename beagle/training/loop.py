@@ -44,7 +44,7 @@ from beagle.training.metrics import StepMetricSums, SumsOnHost, read_sums
 from beagle.training.options import LoopOptions
 from beagle.training.progress import EpochProgress, ready_values
 from beagle.training.resume import KeyRecord, ResumeRecord
-from beagle.training.rng import step_keys, validation_key
+from beagle.training.rng import host_key, step_keys, validation_key
 from beagle.training.signals import StopRequest, StopRequested, stop_signals
 
 StateT = TypeVar("StateT")
@@ -71,7 +71,7 @@ class _Run:
     def __init__(self, cfg: LoopOptions, state: Any, rng_key: jax.Array) -> None:
         self.cfg = cfg
         self.state = state
-        self.rng_key = rng_key
+        self.rng_key = host_key(rng_key)  # numpy for a raw threefry key: see rng.py
         self.num_calls = self.cfg.num_batches // self.cfg.steps_per_call
         self.chunk_calls = max(1, CHUNK_STEPS // self.cfg.steps_per_call)
         self.stop_on_skipped = self.cfg.nan_mode == "stop"
@@ -115,9 +115,14 @@ class _Run:
             if self.writer is not None:
                 self.writer.close()
 
+    def _fresh_state(self) -> None:
+        """Train a copy of the caller's state, unless the caller gave it up (`copy_state`)."""
+        if self.cfg.copy_state:
+            self.state = _copy_tree(self.state)
+
     def _open(self) -> None:
         if self.cfg.checkpoint_dir is None:
-            self.state = _copy_tree(self.state)
+            self._fresh_state()
             return
         latest = latest_checkpoint(self.cfg.checkpoint_dir)
         if latest is not None and not self.cfg.resume:
@@ -131,7 +136,7 @@ class _Run:
             self.cfg.checkpoint_dir, keep=self.cfg.keep, keep_best=self.cfg.best_metric is not None
         )
         if latest is None:
-            self.state = _copy_tree(self.state)
+            self._fresh_state()
             return
         self.state, record = restore_checkpoint(latest, self.state)
         self._apply_record(record, latest)
@@ -162,7 +167,7 @@ class _Run:
         self.epoch = record.epoch
         self.position = position
         self.history = copy_history(record.history)
-        self.rng_key = record.rng_key.to_key(self.rng_key)
+        self.rng_key = host_key(record.rng_key.to_key(self.rng_key))
         self.validations = record.validations
         if record.partial is not None:
             self.sums = StepMetricSums.from_json(
@@ -525,11 +530,14 @@ def train_loop(
     val_every: int = 1,
     metadata: Mapping[str, str] | None = None,
     on_epoch_end: Callable[[int, History], None] | None = None,
+    copy_state: bool = True,
 ) -> tuple[StateT, History]:
     """Train for `num_epochs` epochs of `num_batches` steps; returns the state and history.
 
     `train_step_fn(state, batch, rng_key) -> (new_state, metrics)` may donate its state:
-    the loop works on a copy, so the caller's `state` stays valid. Step `s` (counted
+    the loop works on a copy, so the caller's `state` stays valid (`copy_state=False`
+    skips that copy, saving one state's memory: the caller gives `state` up, and a
+    donating step deletes its buffers). Step `s` (counted
     over the whole run) gets `jax.random.fold_in(rng_key, s)`. `data_iterator_fn()` (or
     `data_iterator_fn(epoch=e)` when it takes `epoch`, 0-based) gives each epoch's batches;
     when it also takes `start`, a run resumed `p` steps into an epoch calls it with
@@ -568,6 +576,7 @@ def train_loop(
         val_every=val_every,
         metadata=metadata,
         on_epoch_end=on_epoch_end,
+        copy_state=copy_state,
     )
     run = _Run(options, state, rng_key)
     final_state, history = run.run()

@@ -87,36 +87,58 @@ def _column(pending: Sequence[Mapping[str, jax.Array]], name: str) -> jax.Array:
     return jnp.concatenate([jnp.reshape(m[name], (-1,)) for m in pending]).astype(jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnames=("stop_on_skipped",))
+FOLD_STEPS = 256
+"""Steps one fold covers: the pending calls are padded to `FOLD_STEPS // steps_per_call`
+(masked out), so the fold compiles once per metrics structure, whatever the count. Its
+compile time grows with this (~0.5 ms per metric and call), its dispatches shrink: 256
+(the loop's chunk) compiles in ~0.1 s with one dispatch per 256 steps."""
+
+
+def _empty_carry(names: Sequence[str]) -> dict[str, Any]:
+    """Zero sums, made on the host and transferred (no device program makes them), placed
+    like the fold's outputs so that the first fold hits the same cached program."""
+    return jax.device_put(
+        {
+            "sums": {name: np.zeros((), np.float32) for name in names},
+            "weight": np.zeros((), np.float32),
+            "skipped": np.zeros((), np.float32),
+            "steps": np.zeros((), np.int32),
+            "bad_step": np.full((), _NO_BAD_STEP, np.int32),
+            "bad": {name: np.zeros((), bool) for name in names},
+        }
+    )
+
+
+# The fold's arithmetic is trivial and its compile time grows with its arguments (one per
+# metric per call): XLA's cheapest settings halve it.
+_CHEAP_COMPILE = {
+    "xla_backend_optimization_level": 0,
+    "xla_llvm_disable_expensive_passes": True,
+}
+
+
+@functools.partial(jax.jit, compiler_options=_CHEAP_COMPILE)
 def _fold(
-    carry: dict[str, Any] | None,
+    carry: dict[str, Any],
     pending: list[Mapping[str, jax.Array]],
     sizes: jax.Array,
+    valid: jax.Array,
     first_index: jax.Array,
-    *,
-    stop_on_skipped: bool,
+    stop_on_skipped: jax.Array,
 ) -> dict[str, Any]:
     names = [name for name in pending[0] if name != SKIPPED_STEPS]
     values = {name: _column(pending, name) for name in names}
-    skipped = (
+    skipped = valid & (
         _column(pending, SKIPPED_STEPS) > 0.5
         if SKIPPED_STEPS in pending[0]
         else jnp.zeros(sizes.shape, bool)
     )
-    counted = ~skipped
+    counted = valid & ~skipped
     finite = {name: jnp.isfinite(v) for name, v in values.items()}
     all_finite = functools.reduce(jnp.logical_and, finite.values(), jnp.ones(sizes.shape, bool))
-    bad = (~all_finite | skipped) if stop_on_skipped else (counted & ~all_finite)
+    # An argument, not a static one: the train and validation sums share one program.
+    bad = valid & jnp.where(stop_on_skipped, ~all_finite | skipped, counted & ~all_finite)
     first_bad = jnp.argmax(bad)
-    if carry is None:
-        carry = {
-            "sums": {name: jnp.zeros((), jnp.float32) for name in names},
-            "weight": jnp.zeros((), jnp.float32),
-            "skipped": jnp.zeros((), jnp.float32),
-            "steps": jnp.zeros((), jnp.int32),
-            "bad_step": jnp.full((), _NO_BAD_STEP, jnp.int32),
-            "bad": {name: jnp.zeros((), bool) for name in names},
-        }
     newly_bad = (carry["bad_step"] == _NO_BAD_STEP) & jnp.any(bad)
     weights = jnp.where(counted, sizes, 0.0)
     return {
@@ -126,13 +148,47 @@ def _fold(
         },
         "weight": carry["weight"] + jnp.sum(weights),
         "skipped": carry["skipped"] + jnp.sum(skipped.astype(jnp.float32)),
-        "steps": carry["steps"] + sizes.shape[0],
+        "steps": carry["steps"] + jnp.sum(valid.astype(jnp.int32)),
         "bad_step": jnp.where(newly_bad, first_index + first_bad, carry["bad_step"]),
         "bad": {
             name: jnp.where(newly_bad, ~finite[name][first_bad], carry["bad"][name])
             for name in names
         },
     }
+
+
+def _fold_padded(
+    carry: dict[str, Any] | None,
+    pending: Sequence[Mapping[str, jax.Array]],
+    sizes: Sequence[int],
+    first_index: int,
+    *,
+    stop_on_skipped: bool,
+) -> dict[str, Any]:
+    """Fold `pending` in calls of `_fold` over a fixed number of calls (the last padded
+    with repeats of a real call, masked out): one compilation per metrics structure."""
+    per_call = len(sizes) // len(pending)
+    capacity = max(1, FOLD_STEPS // per_call)
+    if carry is None:
+        carry = _empty_carry([name for name in pending[0] if name != SKIPPED_STEPS])
+    for start in range(0, len(pending), capacity):
+        part = list(pending[start : start + capacity])
+        real = len(part) * per_call
+        padding = capacity - len(part)
+        part.extend([part[-1]] * padding)
+        part_sizes = np.zeros(capacity * per_call, np.float32)
+        part_sizes[:real] = sizes[start * per_call : start * per_call + real]
+        valid = np.zeros(capacity * per_call, bool)
+        valid[:real] = True
+        carry = _fold(
+            carry,
+            part,
+            part_sizes,
+            valid,
+            np.int32(first_index + start * per_call),
+            np.bool_(stop_on_skipped),
+        )
+    return carry
 
 
 class StepMetricSums:
@@ -176,11 +232,11 @@ class StepMetricSums:
         )
         _check_shapes(self.pending[0], steps_per_call)
         self.has_skipped = self.has_skipped or SKIPPED_STEPS in self.pending[0]
-        self.carry = _fold(
+        self.carry = _fold_padded(
             self.carry,
             self.pending,
-            np.asarray(self.sizes, np.float32),
-            np.int32(self.first_index),
+            self.sizes,
+            self.first_index,
             stop_on_skipped=self.stop_on_skipped,
         )
         self.first_index += len(self.sizes)
@@ -202,11 +258,11 @@ class StepMetricSums:
                 len(self.sizes) // len(self.pending),
                 self.source,
             )
-            carry = _fold(
+            carry = _fold_padded(
                 self.carry,
                 self.pending,
-                np.asarray(self.sizes, np.float32),
-                np.int32(self.first_index),
+                self.sizes,
+                self.first_index,
                 stop_on_skipped=self.stop_on_skipped,
             )
         return _summarize(None if carry is None else fetch_to_host(carry))

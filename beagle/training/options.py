@@ -45,6 +45,7 @@ class LoopOptions:
     val_every: int
     metadata: Mapping[str, str] | None
     on_epoch_end: Callable[[int, History], None] | None
+    copy_state: bool = True
 
     def __post_init__(self) -> None:
         self._check_functions()
