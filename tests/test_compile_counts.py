@@ -125,3 +125,28 @@ def test_train_loop_executes_only_the_step_per_step() -> None:
     others = {name: long.get(name, 0) - short.get(name, 0) for name in {*short, *long}}
     del others["jit(train_step)"]
     assert sum(others.values()) <= 1, f"per-step device work besides the step: {others}"
+
+
+def test_copy_state_false_trains_the_callers_state_without_a_copy() -> None:
+    import optax
+    from flax.training.train_state import TrainState
+
+    from beagle.training import train_loop
+
+    @jax.jit(donate_argnums=0)
+    def step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array) -> tuple:
+        grads = jax.grad(lambda p: (p["w"] * batch["x"]).sum())(state.params)
+        return state.apply_gradients(grads=grads), {"loss": batch["x"].sum()}
+
+    def fresh() -> TrainState:
+        return TrainState.create(apply_fn=None, params={"w": jax.numpy.ones(3)}, tx=optax.sgd(0.1))
+
+    batches = lambda: ({"x": np.ones((2, 3), np.float32)} for _ in range(4))  # noqa: E731
+    kept, given = fresh(), fresh()
+    copied, _ = train_loop(kept, step, batches, 1, 4, jax.random.PRNGKey(0), show_progress=False)
+    trained, _ = train_loop(
+        given, step, batches, 1, 4, jax.random.PRNGKey(0), show_progress=False, copy_state=False
+    )
+    assert not kept.params["w"].is_deleted()  # the default keeps the caller's state valid
+    assert given.params["w"].is_deleted()  # given up: the first step donated its buffers
+    assert np.array_equal(np.asarray(copied.params["w"]), np.asarray(trained.params["w"]))
