@@ -8,6 +8,7 @@ with single steps: the same batches and keys, so the same parameters and history
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +291,75 @@ def test_auto_needs_the_single_step() -> None:
         train_loop(
             make_state(), scan_step, lambda: iter(_batches(4)), 1, 4, KEY, steps_per_call="auto"
         )
+
+
+# --- from a spec ----------------------------------------------------------------------
+
+W0_LIKE = """\
+version: 1
+name: w0
+seed: 1
+model:
+  class: beagle.models:MLP
+  args: {{features: [1]}}
+data:
+  source: synthetic
+  task: regression
+  examples: 65536
+  features: 8
+  batch_size: 32
+optimizer: {{name: adam, learning_rate: 0.01}}
+losses:
+  mse: {{fn: mse, args: {{predictions: outputs.outputs, targets: batch.y}}}}
+train: {{epochs: {epochs}, batches_per_epoch: 1638, steps_per_call: {k}}}
+checkpoint: {{every: 1}}
+log: {{dir: {folder}/runs/{name}, plot: false}}
+"""
+
+
+def _run_w0(folder: Path, name: str, k: str, epochs: int = 2) -> tuple[Any, list[str]]:
+    from beagle.runner import run_spec
+    from beagle.spec import load_spec
+
+    path = folder / f"{name}.yaml"
+    path.write_text(W0_LIKE.format(epochs=2, k=k, name=name, folder=folder))
+    told: list[str] = []
+    loaded = load_spec(path, [f"train.epochs={epochs}"], imports="import")
+    return run_spec(loaded, restart=False, progress=False, notify=told.append), told
+
+
+@pytest.fixture(scope="module")
+def w0_single(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Two epochs of 1,638 batches at K = 1: what the other K must equal."""
+    return _run_w0(tmp_path_factory.mktemp("w0"), "single", "1")[0]
+
+
+def _same_run(a: Any, b: Any) -> None:
+    _assert_same_training((a.state, a.history), (b.state, b.history))
+
+
+def test_k4_runs_an_epoch_of_1638_batches_and_equals_k1(tmp_path: Path, w0_single: Any) -> None:
+    four, _ = _run_w0(tmp_path, "four", "4")
+    assert four.status == "done" and four.steps == 2 * 1638
+    _same_run(four, w0_single)
+
+
+def test_auto_from_a_spec_prints_records_and_keeps_its_choice_and_equals_k1(
+    in_tmp: Path, w0_single: Any
+) -> None:
+    first, told = _run_w0(in_tmp, "auto", "auto", epochs=1)
+    (line,) = [line for line in told if "steps_per_call" in line]
+    assert line.startswith("w0: steps_per_call: auto chose ")
+    recorded = json.loads((in_tmp / "runs" / "auto" / "run.json").read_text())["steps_per_call"]
+    choice = AutoChoice.from_json(recorded)
+    assert set(choice.steps_per_second) == {1, 8, 32} or set(choice.steps_per_second) == {1, 8}
+    assert line == f"w0: {choice.line()}"
+    checkpoint = latest_checkpoint(in_tmp / "runs" / "auto" / "checkpoints")
+    assert checkpoint is not None and read_record(checkpoint).auto_choice == choice
+
+    extended, told_again = _run_w0(in_tmp, "auto", "auto", epochs=2)
+    assert extended.resumed_from is not None
+    assert f"w0: {choice.line()}" in told_again  # the same timings: no new trial
+    again = json.loads((in_tmp / "runs" / "auto" / "run.json").read_text())["steps_per_call"]
+    assert again == recorded
+    _same_run(extended, w0_single)
