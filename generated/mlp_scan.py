@@ -42,6 +42,7 @@ def compute_losses(outputs: Arrays, batch: Arrays) -> tuple[jax.Array, Arrays]:
     return loss, terms
 
 
+@jax.jit(donate_argnums=0)
 def train_one_step(
     state: TrainState, batch: Arrays, rng_key: jax.Array
 ) -> tuple[TrainState, Arrays]:

@@ -143,7 +143,12 @@ def test_modules_hold_only_the_code_paths_their_spec_needs() -> None:
     assert "optax.MultiSteps(optimizer, every_k_schedule=4)" in accum
     assert "optax.warmup_cosine_decay_schedule(" in accum and "skipped_steps" in accum
     scan = text["mlp_scan"]
-    assert "jax.lax.scan(" in scan and "length=4" in scan and "def train_one_step(" in scan
+    assert "jax.lax.scan(" in scan and "length=4" in scan
+    auto = text["mlp_auto"]
+    assert "jax.lax.scan(" in auto and "length=" not in auto
+    for module in (scan, auto):  # both steps jitted and donating: the loop calls each
+        assert "@jax.jit(donate_argnums=0)\ndef train_one_step(" in module
+        assert "@jax.jit(donate_argnums=0)\ndef train_step(" in module
     assert "examples.custom_losses import" in text["classifier_metrics"]
 
 

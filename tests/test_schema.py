@@ -191,7 +191,6 @@ _BEYOND_JSON_SCHEMA: tuple[tuple[str, str], ...] = (
     ("is not a history key", "history keys come from the losses, metrics and validation"),
     ("needs validation, and the spec has no validation", "relates two sections"),
     ("has the name of a loss", "metric and loss names are keys of two sections"),
-    ("does not divide batches_per_epoch", "arithmetic between two fields"),
     ("has no known length", "data.source python requires keys of train and validation"),
     ("validation needs", "validation requires data.val or a val_fraction above 0"),
 )

@@ -257,6 +257,7 @@ def test_the_loop_and_save_checkpoint_write_the_same_record_fields(tmp_path: Pat
         "partial",
         "early_stopping",
         "best",
+        "auto_choice",
     }
     # Every field survives the round trip through JSON, the loop's own ones included.
     record = read_record(tmp_path / "loop" / "checkpoint_20")

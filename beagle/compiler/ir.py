@@ -111,7 +111,9 @@ class StepIR:
     metrics_expr: str  # the metrics dict of both steps (train_step may add skipped_steps)
     update_call: str  # `state.apply_gradients(...)`, with the new batch_stats when kept
     nan_skip: bool  # keep the old state on a non-finite loss or gradient
-    steps_per_call: int  # >1: train_step scans train_one_step over stacked batches
+    scan: bool  # steps_per_call K > 1 or auto: jitted train_one_step, and train_step scans it
+    scan_length: int | None  # the fixed K of the scan; None (auto): the batches' leading axis
+    scan_docstring: str  # train_step's docstring when it scans
 
 
 @dataclass(frozen=True)

@@ -503,6 +503,8 @@ class _Lowering:
         if train.nan == "skip":
             self.uses.add("jnp")
         signature = "outputs: Arrays, batch: Arrays"
+        k = train.steps_per_call
+        scan = isinstance(k, str) or k > 1  # str: auto
         update = "grads=grads, batch_stats=batch_stats" if model.batch_norm else "grads=grads"
         return StepIR(
             signature=f"params: Any, {signature}" if self.uses_params else signature,
@@ -516,7 +518,14 @@ class _Lowering:
             metrics_expr="{" + ", ".join(metrics) + "}",
             update_call=f"state.apply_gradients({update})",
             nan_skip=train.nan == "skip",
-            steps_per_call=train.steps_per_call,
+            scan=scan,
+            scan_length=k if isinstance(k, int) else None,
+            scan_docstring=(
+                f"Take {k} steps, one per stacked batch and key, fused with `jax.lax.scan`."
+                if isinstance(k, int)
+                else "Take a step per stacked batch and key (any number), fused with "
+                "`jax.lax.scan`."
+            ),
         )
 
     def _add_standard_imports(self) -> None:

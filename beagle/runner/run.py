@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from beagle.runner.resume import ResumePlan
     from beagle.runner.trace import Wired
     from beagle.runner.wiring import DataPlan
+    from beagle.training.calls import AutoChoice
     from beagle.training.history import History
 
 
@@ -324,12 +325,14 @@ def run_spec(
                 notes.append(note)
                 notify(note)
         folder.clear_outputs()
+    record: dict[str, Any] = {}  # run.json, which `auto`'s choice joins during training
     if team.writes:
         from beagle.runner.inference import run_record
 
         _create(loaded, folder)
         folder.write_sources(loaded.text, module_text)
-        folder.write_run_record(run_record(loaded, wired.data.sample, checkpoint_dir))
+        record = run_record(loaded, wired.data.sample, checkpoint_dir)
+        folder.write_run_record(record)
         classes = getattr(wired.data.source, "classes", None)
         if classes is not None:  # the `images` source: label i is classes[i]
             write_text_atomic(folder.path / "classes.json", json.dumps(classes, indent=2) + "\n")
@@ -352,11 +355,24 @@ def run_spec(
         if tensorboard is not None:
             tensorboard.log_epoch(epoch, latest)
 
+    def on_steps_per_call(choice: AutoChoice) -> None:
+        notify(f"{spec.name}: {choice.line()}")
+        if team.writes:
+            folder.write_run_record({**record, "steps_per_call": choice.to_json()})
+
     plot = (spec.log is None or spec.log.plot) and team.writes
     train_started = time.perf_counter()
     try:
         final_state, history = _train(
-            loaded, wired, checkpoint_dir, plan, on_epoch_end, module_hash, progress, counts
+            loaded,
+            wired,
+            checkpoint_dir,
+            plan,
+            on_epoch_end,
+            module_hash,
+            progress,
+            counts,
+            on_steps_per_call,
         )
     except BaseException:
         # Interrupted or failed: the epochs done so far still get their picture.
@@ -496,6 +512,7 @@ def _train(
     module_hash: str,
     progress: bool,
     counts: tuple[int, int] | None = None,
+    on_steps_per_call: Callable[[AutoChoice], None] | None = None,
 ) -> tuple[Any, History]:
     """Call `train_loop` with everything the spec says (on a `data x fsdp` mesh with
     `counts`: the state placed on it, the steps wrapped to place each batch)."""
@@ -533,8 +550,13 @@ def _train(
         options["early_stopping"] = EarlyStopping(
             es.metric, es.mode, es.patience, min_delta=float(es.min_delta)
         )
-    if spec.train.steps_per_call > 1:
-        options["steps_per_call"] = spec.train.steps_per_call
+    k = spec.train.steps_per_call
+    one_step = getattr(wired.module, "train_one_step", None)  # K > 1 or auto: the single step
+    if k != 1:
+        options["steps_per_call"] = k
+        options["one_step_fn"] = one_step
+    if on_steps_per_call is not None:
+        options["on_steps_per_call"] = on_steps_per_call
     if spec.train.nan != "stop":
         options["nan_mode"] = spec.train.nan
     state, train_step, val_step = wired.state, steps.train_step, steps.val_step
@@ -542,7 +564,9 @@ def _train(
         from beagle.training.sharding import make_placement
 
         placement, state = make_placement(state, data=counts[0], fsdp=counts[1])
-        train_step = placement.wrap(train_step, axis=1 if spec.train.steps_per_call > 1 else 0)
+        train_step = placement.wrap(train_step, axis=1 if k != 1 else 0)
+        if one_step is not None:
+            options["one_step_fn"] = placement.wrap(one_step)
         val_step = placement.wrap(val_step, donate=False)
     with _quiet_orbax_untracked_metric():
         try:

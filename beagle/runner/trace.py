@@ -452,8 +452,12 @@ def check_traced(
     problems = _check_terms(loaded, module, outputs, batch, variables["params"])
     if problems:
         return problems
-    k = spec.train.steps_per_call
-    for step_name in ("train_step", "val_step"):
+    # A scanning module's train_step is traced over a stack of K batches (2 for auto, whose
+    # scan takes any length); its train_one_step like val_step, over one batch.
+    requested = spec.train.steps_per_call
+    k = 2 if requested == "auto" else int(requested)
+    names = ["train_step", "val_step"] + (["train_one_step"] if k > 1 else [])
+    for step_name in names:
         fn = getattr(module, step_name)
         if step_name == "train_step" and k > 1:
             step_batch: Any = {

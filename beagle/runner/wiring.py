@@ -305,16 +305,7 @@ def plan_data(loaded: LoadedSpec) -> DataPlan:
         )
     else:
         per_epoch = available
-    if per_epoch % k:
-        lower = per_epoch - per_epoch % k
-        raise _problem(
-            loaded,
-            ("train", "steps_per_call"),
-            f"an epoch of {per_epoch} batches does not divide into calls of {k} steps",
-            f"set train.batches_per_epoch to a multiple of {k}"
-            + (f" (such as {lower})" if lower else ""),
-        )
-    if k > 1 and not getattr(source, "drop_remainder", True):
+    if k != 1 and not getattr(source, "drop_remainder", True):
         raise _problem(
             loaded,
             ("data", "drop_remainder"),

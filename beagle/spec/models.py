@@ -359,11 +359,11 @@ class TrainSpec(_Section):
         description="Batches per epoch (default: training examples // batch_size); "
         "required with data source python.",
     )
-    steps_per_call: int = Field(
+    steps_per_call: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
         default=1,
-        ge=1,
-        description="How many steps one jitted call runs, fused with jax.lax.scan; must "
-        "divide batches_per_epoch.",
+        description="How many steps one jitted call runs, fused with jax.lax.scan (an "
+        "epoch's leftover steps run one at a time), or auto: time 1 against 8 and 32 on the "
+        "run's first steps and keep the fastest.",
     )
     nan: Literal["stop", "skip"] = Field(
         default="stop",

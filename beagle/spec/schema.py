@@ -21,10 +21,9 @@ wherever JSON Schema can say it:
 
 Beyond it, and left to `beagle check`: rules that relate one section to another (a
 reference to a declared output or a source's batch key, a history key, a metric named like
-a loss, `steps_per_call` dividing `batches_per_epoch`, what the `python` and `npz` sources
-require), distinct values of an `outputs` mapping, whether an import path can be imported,
-and the difference between `1` and `1.0` (JSON has one kind of number, so `epochs: 1.0`
-passes the schema).
+a loss, what the `python` and `npz` sources require), distinct values of an `outputs`
+mapping, whether an import path can be imported, and the difference between `1` and `1.0`
+(JSON has one kind of number, so `epochs: 1.0` passes the schema).
 """
 
 from __future__ import annotations

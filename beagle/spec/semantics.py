@@ -418,22 +418,7 @@ def _is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def _check_train(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
-    train = doc.get("train")
-    if not isinstance(train, dict):
-        return
-    k, n = train.get("steps_per_call"), train.get("batches_per_epoch")
-    if _is_count(k) and _is_count(n) and n % k:
-        options = ", ".join(str(d) for d in _divisors(n)[:8])
-        yield loc.problem(
-            ("train", "steps_per_call"),
-            f"steps_per_call {k} does not divide batches_per_epoch {n}",
-            f"batches_per_epoch counts steps; steps_per_call could be one of {options}",
-        )
     model_args = _section(doc, "model", "args")
     if isinstance(model_args, dict):
         yield from _check_finite(model_args, ("model", "args"), loc)

@@ -32,6 +32,14 @@ from beagle.training.batches import (
     takes_epoch,
     takes_start,
 )
+from beagle.training.calls import (
+    AutoChoice,
+    AutoTrial,
+    Calls,
+    StepsPerCall,
+    calls_from,
+    epoch_calls,
+)
 from beagle.training.checkpoint import (
     CheckpointWriter,
     latest_checkpoint,
@@ -53,6 +61,22 @@ CHUNK_STEPS = 256
 """Steps whose metrics one fold (and one key derivation) covers."""
 
 
+class _TrialClock:
+    """Times a trial's steady calls: it waits for a call's result before reading the clock,
+    so the time is the device's work, not the dispatch."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+
+    def start(self, state: Any) -> None:
+        jax.block_until_ready(state)
+        self.started = time.perf_counter()
+
+    def stop(self, state: Any) -> float:
+        jax.block_until_ready(state)
+        return time.perf_counter() - self.started
+
+
 @jax.jit
 def _copy_tree(tree: Any) -> Any:
     # Fresh buffers: the caller's state survives donation, and a checkpoint being
@@ -72,8 +96,9 @@ class _Run:
         self.cfg = cfg
         self.state = state
         self.rng_key = host_key(rng_key)  # numpy for a raw threefry key: see rng.py
-        self.num_calls = self.cfg.num_batches // self.cfg.steps_per_call
-        self.chunk_calls = max(1, CHUNK_STEPS // self.cfg.steps_per_call)
+        self.auto: AutoTrial | None = None  # steps_per_call="auto": the trial, then its choice
+        self.auto_choice: AutoChoice | None = None  # the choice a resumed checkpoint made
+        self.told_choice = False
         self.stop_on_skipped = self.cfg.nan_mode == "stop"
         self.history: History = {}
         self.epoch = 0  # completed epochs
@@ -102,6 +127,10 @@ class _Run:
         try:
             with stop_signals(self.stop):
                 self._open()
+                if self.cfg.steps_per_call == "auto":
+                    self.auto = AutoTrial(
+                        self.cfg.num_batches, self.auto_choice, agree=self._agree_on_timings
+                    )
                 try:
                     self._epochs()
                 except (StopRequested, KeyboardInterrupt) as exc:
@@ -158,10 +187,12 @@ class _Run:
                 f"{record.num_batches} batches; resume it with "
                 f"num_batches={record.num_batches}, not {self.cfg.num_batches}"
             )
-        if position % self.cfg.steps_per_call:
+        k = self.cfg.steps_per_call
+        if isinstance(k, int) and position % k and self.cfg.one_step_fn is None:
             raise ValueError(
                 f"{path} stopped at step {position} of its epoch, which is not a multiple of "
-                f"steps_per_call={self.cfg.steps_per_call}"
+                f"steps_per_call={k}; pass one_step_fn (the single step) to reach the next "
+                "call with single steps"
             )
         self.global_step = record.step
         self.epoch = record.epoch
@@ -177,6 +208,7 @@ class _Run:
             self.stopping = dict(record.early_stopping)
         self.best = None if record.best is None else dict(record.best)
         self.saved_step = self.global_step
+        self.auto_choice = record.auto_choice
 
     def _epochs(self) -> None:
         while self.epoch < self.cfg.num_epochs and not (self.stopping and self.stopping["stopped"]):
@@ -226,19 +258,50 @@ class _Run:
 
     def _train_steps(self) -> None:
         iterator = self._open_train_iterator()
+        runs = self._epoch_runs()
+        self._tell_choice()
+        while True:
+            calls = next(runs, None)  # asked one at a time: a trial decides as it goes
+            if calls is None:
+                break
+            self._train_calls(iterator, calls)
+            self._tell_choice()
+
+    def _epoch_runs(self) -> Iterator[Calls]:
+        """This epoch's runs of calls from `position` on (see `calls.py`)."""
+        if self.auto is not None:
+            return self.auto.runs(self.epoch, self.position)
+        k = self.cfg.steps_per_call
+        assert isinstance(k, int)
+        return iter(calls_from(epoch_calls(k, self.cfg.num_batches), self.position))
+
+    def _tell_choice(self) -> None:
+        """Once per `train_loop` call, as soon as `auto` has a K: pass it on."""
+        if self.auto is None or self.auto.choice is None or self.told_choice:
+            return
+        self.told_choice = True
+        if self.cfg.on_steps_per_call is not None:
+            self.cfg.on_steps_per_call(self.auto.choice)
+
+    def _train_calls(self, iterator: Iterator[Any], calls: Calls) -> None:
+        k = calls.steps_per_call
         step_fn = self.cfg.train_step_fn
+        if k == 1 and self.cfg.steps_per_call != 1:
+            assert self.cfg.one_step_fn is not None  # LoopOptions and _apply_record check it
+            step_fn = self.cfg.one_step_fn
         sums = self.sums
         stop = self.stop
-        k = self.cfg.steps_per_call
         progress = self.progress
         next_refresh = time.perf_counter() + EpochProgress.refresh_seconds
         lagged: Any = None
         recent: Any = None
-        first_step = self.global_step - self.position
-        call = self.position // k
-        while call < self.num_calls:
-            chunk_start = call - call % self.chunk_calls
-            chunk_len = min(self.chunk_calls, self.num_calls - chunk_start)
+        first_step = self.global_step - self.position + calls.offset
+        chunk_calls = max(1, CHUNK_STEPS // k)
+        clock = _TrialClock() if calls.timed else None
+        call = calls.first
+        while call < calls.count:
+            chunk_start = call - call % chunk_calls
+            chunk_len = min(chunk_calls, calls.count - chunk_start)
             keys = step_keys(self.rng_key, first_step + chunk_start * k, chunk_len, k)
             for index in range(call - chunk_start, chunk_len):
                 if k == 1:
@@ -263,6 +326,8 @@ class _Run:
                     sums.add(metrics, [batch_size(part) for part in parts])
                 self.position += k
                 self.global_step += k
+                if clock is not None and chunk_start + index == 0:
+                    clock.start(self.state)  # after the call that compiled
                 if stop.requested and self.solo:
                     raise StopRequested
                 if progress is not None:
@@ -270,12 +335,27 @@ class _Run:
                     if time.perf_counter() >= next_refresh:
                         progress.update(self.position, ready_values(lagged))
                         next_refresh = time.perf_counter() + EpochProgress.refresh_seconds
+            if clock is not None and chunk_start + chunk_len == calls.count:
+                assert self.auto is not None
+                self.auto.timed(calls, clock.stop(self.state))
             sums.fold()
             if not self.train_names_checked and sums.names is not None:
                 self._check_train_names(sums.names)
             call = chunk_start + chunk_len
             if not self.solo and self._stopping():
                 raise StopRequested
+
+    def _agree_on_timings(self, timings: dict[int, float]) -> dict[int, float]:
+        """With several processes, process 0's trial timings, so that all choose one K."""
+        if self.solo or not timings:
+            return timings
+        from jax.experimental import multihost_utils
+
+        ks = sorted(timings)
+        shared = multihost_utils.broadcast_one_to_all(
+            np.asarray([timings[k] for k in ks], np.float64)
+        )
+        return {k: float(v) for k, v in zip(ks, np.asarray(shared), strict=True)}
 
     def _stopping(self) -> bool:
         """Whether a stop was requested. With several processes, whether any of them got
@@ -458,13 +538,22 @@ class _Run:
             history=self.history,
             metadata=dict(self.cfg.metadata or {}),
             num_batches=self.cfg.num_batches,
-            steps_per_call=self.cfg.steps_per_call,
+            steps_per_call=self._steps_per_call(),
             validations=self.validations,
             rng_key=KeyRecord.from_key(self.rng_key),
             partial=(self.sums.to_json() if self.position or self.sums.carry is not None else None),
             early_stopping=self.stopping,
             best=self.best,
+            auto_choice=None if self.auto is None else self.auto.choice,
         )
+
+    def _steps_per_call(self) -> int:
+        """The K the epoch's calls use (with `auto` before its choice: 1, the trial's first)."""
+        if self.auto is None:
+            k = self.cfg.steps_per_call
+            assert isinstance(k, int)
+            return k
+        return 1 if self.auto.choice is None else self.auto.choice.steps_per_call
 
     def _save(self, *, finished: bool, best: bool = False) -> Path:
         assert self.writer is not None
@@ -520,7 +609,9 @@ def train_loop(
     val_num_batches: int | None = None,
     show_progress: bool = True,
     *,
-    steps_per_call: int = 1,
+    steps_per_call: StepsPerCall = 1,
+    one_step_fn: Callable[..., tuple[StateT, Mapping[str, Any]]] | None = None,
+    on_steps_per_call: Callable[[AutoChoice], None] | None = None,
     nan_mode: Literal["stop", "skip"] = "stop",
     resume: bool = False,
     keep: int = 3,
@@ -543,6 +634,12 @@ def train_loop(
     when it also takes `start`, a run resumed `p` steps into an epoch calls it with
     `start=p` and it must yield that epoch's batches from batch `p` on (else the loop
     replays the first `p` batches).
+
+    `steps_per_call=K` runs K steps per call of `train_step_fn(state, batches, rng_keys)`
+    (K stacked batches and keys), and the steps of an epoch that K leaves over one at a
+    time with `one_step_fn(state, batch, rng_key)`. `steps_per_call="auto"` times K = 1
+    (`one_step_fn`) against larger K on the run's first steps and keeps the fastest
+    (`calls.py`); `on_steps_per_call(choice)` hears what it chose.
     `history["train_<m>"]` holds each epoch's mean of metric `m`, every batch weighted by
     its size (`skipped_steps` is a count); `history["val_<m>"]` one value per validation.
 
@@ -567,6 +664,8 @@ def train_loop(
         val_num_batches=val_num_batches,
         show_progress=show_progress,
         steps_per_call=steps_per_call,
+        one_step_fn=one_step_fn,
+        on_steps_per_call=on_steps_per_call,
         nan_mode=nan_mode,
         resume=resume,
         keep=keep,

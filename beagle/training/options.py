@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from beagle.training.calls import AutoChoice, StepsPerCall
 from beagle.training.early_stopping import EarlyStopping
 from beagle.training.history import History
 
@@ -35,7 +36,9 @@ class LoopOptions:
     val_data_iterator: Any
     val_num_batches: int | None
     show_progress: bool
-    steps_per_call: int
+    steps_per_call: StepsPerCall
+    one_step_fn: Callable[..., tuple[Any, Mapping[str, Any]]] | None
+    on_steps_per_call: Callable[[AutoChoice], None] | None
     nan_mode: str
     resume: bool
     keep: int
@@ -76,17 +79,37 @@ class LoopOptions:
             raise ValueError(f"num_epochs must be >= 0, got {self.num_epochs}")
         if self.num_batches < 1:
             raise ValueError(f"num_batches must be >= 1, got {self.num_batches}")
-        if self.steps_per_call < 1 or self.num_batches % self.steps_per_call:
-            raise ValueError(
-                f"num_batches={self.num_batches} must be a multiple of "
-                f"steps_per_call={self.steps_per_call}"
-            )
+        self._check_steps_per_call()
         if self.nan_mode not in ("stop", "skip"):
             raise ValueError(f"nan_mode must be 'stop' or 'skip', got {self.nan_mode!r}")
         if self.checkpoint_every < 1 or self.val_every < 1 or self.keep < 1:
             raise ValueError("checkpoint_every, val_every and keep must be >= 1")
         if self.best_mode not in ("min", "max"):
             raise ValueError(f"best_mode must be 'min' or 'max', got {self.best_mode!r}")
+
+    def _check_steps_per_call(self) -> None:
+        k = self.steps_per_call
+        if k != "auto" and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+            raise ValueError(f"steps_per_call must be an integer >= 1 or 'auto', got {k!r}")
+        if self.one_step_fn is not None and not callable(self.one_step_fn):
+            raise TypeError(
+                "one_step_fn must be a function (state, batch, rng_key) -> (state, metrics); "
+                f"got a {type(self.one_step_fn).__name__}"
+            )
+        if self.one_step_fn is not None or k == 1:
+            return
+        if k == "auto":
+            raise ValueError(
+                "steps_per_call='auto' times single steps against calls of several, so it "
+                "needs both: pass the single step as one_step_fn=(state, batch, rng_key), "
+                "and train_step_fn taking stacked batches and keys of any leading length"
+            )
+        if self.num_batches % k:
+            raise ValueError(
+                f"num_batches={self.num_batches} is not a multiple of steps_per_call={k}: "
+                f"pass one_step_fn (the single step, (state, batch, rng_key)) to run the "
+                f"{self.num_batches % k} steps left over in each epoch one at a time"
+            )
 
     def _check_validation(self) -> None:
         if (self.val_step_fn is None) != (self.val_data_iterator is None):

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from beagle.training.calls import AutoChoice
 from beagle.training.history import History, copy_history
 from beagle.training.metrics import fetch_to_host
 
@@ -70,12 +71,13 @@ class ResumeRecord:
     history: History
     metadata: dict[str, str]
     num_batches: int | None = None  # of the epochs the loop ran
-    steps_per_call: int | None = None
+    steps_per_call: int | None = None  # the K of the calls (with auto: the choice, else 1)
     validations: int = 0  # validations run so far (so `val_` keys are due to exist)
     rng_key: KeyRecord | None = None  # the loop's root key: step s used fold_in(key, s)
     partial: dict[str, Any] | None = None  # the partial epoch's sums (StepMetricSums.to_json)
     early_stopping: dict[str, Any] | None = None  # EarlyStopping's tracking state
     best: dict[str, Any] | None = None  # the best checkpoint: metric, mode, value, epoch, step
+    auto_choice: AutoChoice | None = None  # what steps_per_call="auto" chose, once it has
     format: int = RECORD_FORMAT
 
     @property
@@ -104,6 +106,7 @@ class ResumeRecord:
             "partial": self.partial,
             "early_stopping": None if self.early_stopping is None else dict(self.early_stopping),
             "best": None if self.best is None else dict(self.best),
+            "auto_choice": None if self.auto_choice is None else self.auto_choice.to_json(),
             "metadata": dict(self.metadata),
         }
 
@@ -131,5 +134,10 @@ class ResumeRecord:
                 None if data.get("early_stopping") is None else dict(data["early_stopping"])
             ),
             best=None if data.get("best") is None else dict(data["best"]),
+            auto_choice=(
+                None
+                if data.get("auto_choice") is None
+                else AutoChoice.from_json(data["auto_choice"])
+            ),
             format=int(data.get("format", RECORD_FORMAT)),
         )
