@@ -63,6 +63,8 @@ class ModelIR:
     train_call: ApplyIR  # training mode
     eval_call: ApplyIR  # eval mode
     outputs_expr: str  # builds the `outputs` dict from `model_out`
+    float32_outputs: bool  # cast the outputs to float32 before losses and metrics
+    #   (with `precision`: the model may compute in a lower precision)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,8 @@ class StepIR:
     metrics_expr: str  # the metrics dict of both steps (train_step may add skipped_steps)
     update_call: str  # `state.apply_gradients(...)`, with the new batch_stats when kept
     nan_skip: bool  # keep the old state on a non-finite loss or gradient
+    loss_scale: bool  # float16: dynamic loss scaling (`state.dynamic_scale`); an overflowed
+    #   gradient keeps the old state and counts in `loss_scale_skips`
     steps_per_call: int  # >1: train_step scans train_one_step over stacked batches
 
 

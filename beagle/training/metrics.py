@@ -23,6 +23,13 @@ import numpy as np
 SKIPPED_STEPS = "skipped_steps"
 """The 0/1 metric a step returns when it skipped a non-finite update; counted, not averaged."""
 
+LOSS_SCALE_SKIPS = "loss_scale_skips"
+"""The 0/1 metric of a float16 step whose gradients overflowed (the loss scale shrank and the
+state was kept); counted, not averaged, and never a fault."""
+
+COUNT_METRICS = frozenset({SKIPPED_STEPS, LOSS_SCALE_SKIPS})
+"""Metrics that count steps (summed per epoch), not values to average."""
+
 _NO_BAD_STEP = int(np.iinfo(np.int32).max)
 
 
@@ -74,12 +81,15 @@ class SumsOnHost:
     steps: int
     bad_step: int | None
     bad_names: tuple[str, ...]
+    scale_skips: float | None = None  # None: the steps do no loss scaling
 
     def history_values(self, has_skipped: bool) -> dict[str, float]:
-        """The epoch's history entry: means, and `skipped_steps` as a count."""
+        """The epoch's history entry: means, and `skipped_steps`/`loss_scale_skips` as counts."""
         values = dict(self.means)
         if has_skipped:
             values[SKIPPED_STEPS] = self.skipped
+        if self.scale_skips is not None:
+            values[LOSS_SCALE_SKIPS] = self.scale_skips
         return values
 
 
@@ -96,17 +106,22 @@ def _fold(
     *,
     stop_on_skipped: bool,
 ) -> dict[str, Any]:
-    names = [name for name in pending[0] if name != SKIPPED_STEPS]
+    names = [name for name in pending[0] if name not in COUNT_METRICS]
     values = {name: _column(pending, name) for name in names}
     skipped = (
         _column(pending, SKIPPED_STEPS) > 0.5
         if SKIPPED_STEPS in pending[0]
         else jnp.zeros(sizes.shape, bool)
     )
-    counted = ~skipped
+    # A float16 overflow is the loss scale's business: left out of the means, never a fault.
+    scaled = LOSS_SCALE_SKIPS in pending[0]
+    overflowed = (
+        _column(pending, LOSS_SCALE_SKIPS) > 0.5 if scaled else jnp.zeros(sizes.shape, bool)
+    )
+    counted = ~skipped & ~overflowed
     finite = {name: jnp.isfinite(v) for name, v in values.items()}
     all_finite = functools.reduce(jnp.logical_and, finite.values(), jnp.ones(sizes.shape, bool))
-    bad = (~all_finite | skipped) if stop_on_skipped else (counted & ~all_finite)
+    bad = ((~all_finite & ~overflowed) | skipped) if stop_on_skipped else (counted & ~all_finite)
     first_bad = jnp.argmax(bad)
     if carry is None:
         carry = {
@@ -117,9 +132,15 @@ def _fold(
             "bad_step": jnp.full((), _NO_BAD_STEP, jnp.int32),
             "bad": {name: jnp.zeros((), bool) for name in names},
         }
+        if scaled:
+            carry["scale_skips"] = jnp.zeros((), jnp.float32)
     newly_bad = (carry["bad_step"] == _NO_BAD_STEP) & jnp.any(bad)
     weights = jnp.where(counted, sizes, 0.0)
+    counts = {}
+    if scaled:
+        counts["scale_skips"] = carry["scale_skips"] + jnp.sum(overflowed.astype(jnp.float32))
     return {
+        **counts,
         "sums": {
             name: carry["sums"][name] + jnp.sum(jnp.where(counted, values[name] * sizes, 0.0))
             for name in names
@@ -139,9 +160,9 @@ class StepMetricSums:
     """Metrics of one epoch (or one validation), summed on the device.
 
     `add` only keeps references; `fold` dispatches one jitted call that folds the pending
-    steps into the sums (each batch weighs by its size; steps whose `skipped_steps` is 1
-    are left out of the means and counted). `stop_on_skipped` makes a skipped step count
-    as a fault (`nan_mode="stop"`).
+    steps into the sums (each batch weighs by its size; steps whose `skipped_steps` or
+    `loss_scale_skips` is 1 are left out of the means and counted). `stop_on_skipped`
+    makes a skipped step count as a fault (`nan_mode="stop"`); a loss-scale skip never is.
     """
 
     def __init__(
@@ -233,7 +254,11 @@ class StepMetricSums:
         sums.has_skipped = bool(data["has_skipped"])
         if sums.carry is not None:
             names = set(sums.carry["sums"])
-            sums.names = frozenset(names | {SKIPPED_STEPS} if sums.has_skipped else names)
+            if sums.has_skipped:
+                names.add(SKIPPED_STEPS)
+            if "scale_skips" in sums.carry:
+                names.add(LOSS_SCALE_SKIPS)
+            sums.names = frozenset(names)
         return sums
 
 
@@ -264,6 +289,7 @@ def _summarize(host: dict[str, Any] | None) -> SumsOnHost | None:
         steps=int(host["steps"]),
         bad_step=bad_step if bad else None,
         bad_names=names if bad else (),
+        scale_skips=float(host["scale_skips"]) if "scale_skips" in host else None,
     )
 
 
