@@ -214,7 +214,14 @@ SCHEDULES: frozenset[str] = frozenset(
 )  # fmt: skip
 
 # Names the generated module uses itself; spec names never become Python names there.
-RESERVED_METRIC_NAMES: frozenset[str] = frozenset({"loss", "skipped_steps"})
+RESERVED_METRIC_NAMES: frozenset[str] = frozenset({"loss", "skipped_steps", "loss_scale_skips"})
+
+# `precision.compute` -> the dtype expression the generated module passes as `dtype`.
+COMPUTE_DTYPES: dict[str, str] = {
+    "float32": "jnp.float32",
+    "bfloat16": "jnp.bfloat16",
+    "float16": "jnp.float16",
+}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import optax
 import pytest
 
 from beagle.spec import load_spec
+from beagle.training import initial_dynamic_scale
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
@@ -52,6 +53,9 @@ def new_state(module: ModuleType, batch: dict[str, jax.Array]) -> Any:
     keys = {"params": jax.random.key(0), "dropout": jax.random.key(1), "sample": jax.random.key(2)}
     variables = model.init(keys, inputs, train=False)
     extra = {"batch_stats": variables["batch_stats"]} if "batch_stats" in variables else {}
+    spec = load_spec(ROOT / "specs" / f"{module.__name__.rpartition('.')[2]}.yaml").spec
+    if spec.precision is not None and spec.precision.compute == "float16":
+        extra["dynamic_scale"] = initial_dynamic_scale()
     return module.TrainState.create(
         apply_fn=model.apply, params=variables["params"], tx=module.make_optimizer(), **extra
     )
@@ -94,8 +98,13 @@ def test_generated_module_imports_and_runs_one_real_jitted_step(name: str) -> No
             state, metrics = module.train_step(state, batches, keys)
         else:
             state, metrics = module.train_step(state, batch, jax.random.key(call))
+    float16 = spec.precision is not None and spec.precision.compute == "float16"
     train_names = expected_metric_names(name) | (
-        {"skipped_steps"} if spec.train.nan == "skip" else set()
+        {"loss_scale_skips"}
+        if float16
+        else {"skipped_steps"}
+        if spec.train.nan == "skip"
+        else set()
     )
     assert set(metrics) == train_names
     for value in metrics.values():

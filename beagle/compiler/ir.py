@@ -63,6 +63,8 @@ class ModelIR:
     train_call: ApplyIR  # training mode
     eval_call: ApplyIR  # eval mode
     outputs_expr: str  # builds the `outputs` dict from `model_out`
+    float32_outputs: bool  # cast the outputs to float32 before losses and metrics
+    #   (with `precision`: the model may compute in a lower precision)
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ class StepIR:
     scan: bool  # steps_per_call K > 1 or auto: jitted train_one_step, and train_step scans it
     scan_length: int | None  # the fixed K of the scan; None (auto): the batches' leading axis
     scan_docstring: str  # train_step's docstring when it scans
+    loss_scale: bool  # float16: dynamic loss scaling (`state.dynamic_scale`); an overflowed
+    #   gradient keeps the old state and counts in `loss_scale_skips`
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,8 @@ TEMPLATE_NAMES: frozenset[str] = frozenset(
         "grad_fn", "state", "new_state", "batch", "batches", "rng_key", "rng_keys",
         "stream_keys", "params", "model_out", "updates", "outputs", "terms", "loss",
         "grads", "batch_stats", "finite", "metrics", "schedule", "optimizer", "term",
-        "predictions", "targets", "carry", "xs", "new", "old", "top_k",
+        "predictions", "targets", "carry", "xs", "new", "old", "top_k", "output",
+        "dynamic_scale", "grads_finite",
         *catalog.HELPERS,
     }
 )  # fmt: skip
@@ -282,10 +283,7 @@ class _Lowering:
     def _model(self) -> ModelIR:
         model = self.spec.model
         class_name = self.imports.user(model.class_path, "model.class")
-        kwargs = tuple(
-            (_identifier(name, "model.args key"), render_literal(value))
-            for name, value in model.args.items()
-        )
+        kwargs = self._model_keywords()
         inputs = model.input if isinstance(model.input, list) else [model.input]
         input_exprs = tuple(self._batch_reference(ref, "model.input") for ref in inputs)
         streams = [_key(name, "model.rngs entry") for name in model.rngs]
@@ -323,7 +321,26 @@ class _Lowering:
             train_call=apply(train=True),
             eval_call=apply(train=False),
             outputs_expr=self._outputs_expr(),
+            float32_outputs=self.spec.precision is not None,
         )
+
+    def _model_keywords(self) -> tuple[tuple[str, str], ...]:
+        """The model constructor's keyword arguments: `model.args`, then with `precision`
+        `dtype=<compute>, param_dtype=jnp.float32` (both model kinds build with these)."""
+        kwargs = [
+            (_identifier(name, "model.args key"), render_literal(value))
+            for name, value in self.spec.model.args.items()
+        ]
+        precision = self.spec.precision
+        if precision is not None:
+            if {"dtype", "param_dtype"} & set(self.spec.model.args):
+                raise CompileError("model.args must not set dtype or param_dtype with precision")
+            compute = catalog.COMPUTE_DTYPES.get(precision.compute)
+            if compute is None:
+                raise CompileError(f"precision.compute: {precision.compute!r} is not a dtype")
+            self.uses.add("jnp")
+            kwargs += [("dtype", compute), ("param_dtype", "jnp.float32")]
+        return tuple(kwargs)
 
     # -- optimizer -------------------------------------------------------------------
 
@@ -500,7 +517,8 @@ class _Lowering:
             metrics.append("**terms")
         if has_metrics:
             metrics.append(f"**compute_metrics({val_args})")
-        if train.nan == "skip":
+        loss_scale = self._loss_scaled()
+        if train.nan == "skip" or loss_scale:
             self.uses.add("jnp")
         signature = "outputs: Arrays, batch: Arrays"
         k = train.steps_per_call
@@ -517,7 +535,9 @@ class _Lowering:
             aux_type=aux_type if aux else "",
             metrics_expr="{" + ", ".join(metrics) + "}",
             update_call=f"state.apply_gradients({update})",
-            nan_skip=train.nan == "skip",
+            # With float16 a non-finite gradient is an overflow: the loss scale handles it.
+            nan_skip=train.nan == "skip" and not loss_scale,
+            loss_scale=loss_scale,
             scan=scan,
             scan_length=k if isinstance(k, int) else None,
             scan_docstring=(
@@ -528,14 +548,18 @@ class _Lowering:
             ),
         )
 
+    def _loss_scaled(self) -> bool:
+        return self.spec.precision is not None and self.spec.precision.compute == "float16"
+
     def _add_standard_imports(self) -> None:
         self.imports.from_("typing", "Any")
         self.imports.module("jax")
         self.imports.module("optax")
         if "jnp" in self.uses:
             self.imports.module("jax.numpy", "jnp")
-        if self.spec.model.batch_norm:
-            # Only beagle's TrainState has `batch_stats`; without BatchNorm flax's suffices.
+        if self.spec.model.batch_norm or self._loss_scaled():
+            # Only beagle's TrainState has `batch_stats` and `dynamic_scale`; without either
+            # flax's suffices.
             self.imports.from_("beagle.training", "TrainState")
         else:
             self.imports.from_("flax.training.train_state", "TrainState")

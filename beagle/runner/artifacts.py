@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from beagle.runner.result import COUNT_SUFFIXES
+
 if TYPE_CHECKING:
     from beagle.training.history import History
 
@@ -297,7 +299,7 @@ def _worth_plotting(history: History, metric: str) -> bool:
     values = [v for split in ("train", "val") for v in history.get(f"{split}_{metric}", [])]
     if not values:
         return False
-    if metric == "skipped_steps":  # a count: only interesting when something was skipped
+    if metric in COUNT_SUFFIXES:  # a count: only interesting when something was skipped
         return any(v for v in values)
     return True
 

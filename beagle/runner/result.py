@@ -9,7 +9,11 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from beagle.training.history import History
 
-__all__ = ["Best", "BestCheckpoint", "RunRefused", "RunResult"]
+__all__ = ["COUNT_SUFFIXES", "Best", "BestCheckpoint", "RunRefused", "RunResult"]
+
+COUNT_SUFFIXES = ("skipped_steps", "loss_scale_skips")
+"""History keys ending so count steps per epoch (`beagle.training.metrics.COUNT_METRICS`,
+named here without importing jax): printed as integers, never a best value."""
 
 
 class RunRefused(Exception):

@@ -35,7 +35,7 @@ from beagle.runner.artifacts import (
 from beagle.runner.distributed import ONE_PROCESS, Team
 from beagle.runner.paths import checkpoint_dir as find_checkpoint_dir
 from beagle.runner.paths import log_dir as find_log_dir
-from beagle.runner.result import Best, BestCheckpoint, RunResult, early_stop_reason
+from beagle.runner.result import COUNT_SUFFIXES, Best, BestCheckpoint, RunResult, early_stop_reason
 from beagle.spec import LoadedSpec, Problem, SpecError
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def _final_and_best(
         if not values:
             continue
         final[key] = float(values[-1])
-        if key.endswith("skipped_steps"):
+        if key.endswith(COUNT_SUFFIXES):  # counts of steps: no best
             continue
         finite = [(i, float(v)) for i, v in enumerate(values) if v == v and abs(v) != float("inf")]
         if not finite:

@@ -7,13 +7,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from beagle.runner.result import RunResult
+from beagle.runner.result import COUNT_SUFFIXES, RunResult
 
 __all__ = ["print_summary", "summary_renderable"]
 
 
 def _format(value: float, key: str = "") -> str:
-    if key.endswith("skipped_steps"):  # a count per epoch, not a mean
+    if key.endswith(COUNT_SUFFIXES):  # a count per epoch, not a mean
         return f"{value:.0f}"
     return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
 

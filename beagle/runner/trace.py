@@ -579,13 +579,14 @@ def _trace(loaded: LoadedSpec) -> list[Problem]:
     except Exception as error:  # the model cannot run on these inputs
         return [init_problem(loaded, model, inputs, error)]
     wiring.check_collections(loaded, variables)
-    extra = {"batch_stats": variables["batch_stats"]} if spec.model.batch_norm else {}
     state = jax.eval_shape(
-        lambda v, e: TrainState.create(
-            apply_fn=model.apply, params=v["params"], tx=module.make_optimizer(), **e
+        lambda v: TrainState.create(
+            apply_fn=model.apply,
+            params=v["params"],
+            tx=module.make_optimizer(),
+            **wiring.state_extras(loaded, v),
         ),
         variables,
-        extra,
     )
     return check_traced(loaded, module, model, batch, variables, state, rngs, loop_key)
 

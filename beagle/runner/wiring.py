@@ -40,6 +40,8 @@ __all__ = [
     "model_kwargs",
     "module_hash",
     "plan_data",
+    "precision_kwargs",
+    "state_extras",
 ]
 
 
@@ -138,7 +140,35 @@ def build_model(loaded: LoadedSpec) -> Any:
                 )
             ]
         ) from None
-    return cls(**spec.args)
+    return cls(**spec.args, **precision_kwargs(loaded, cls))
+
+
+def precision_kwargs(loaded: LoadedSpec, cls: type) -> dict[str, Any]:
+    """`dtype=<compute>, param_dtype=float32` with `precision`, else nothing; a class that
+    does not take both keywords is a problem at `precision` (as the generated
+    `make_model()` passes them)."""
+    import jax.numpy as jnp
+
+    precision = loaded.spec.precision
+    if precision is None:
+        return {}
+    parameters = inspect.signature(cls).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    missing = [k for k in ("dtype", "param_dtype") if k not in parameters and not takes_any]
+    if missing:
+        raise SpecError(
+            [
+                loaded.problem(
+                    ("precision",),
+                    f"precision builds the model with dtype and param_dtype, but "
+                    f"{loaded.spec.model.class_path} does not take "
+                    f"{' or '.join(missing)}",
+                    "give the class `dtype` and `param_dtype` fields and pass them to its "
+                    "layers (as beagle.models does), or remove precision",
+                )
+            ]
+        )
+    return {"dtype": getattr(jnp, precision.compute), "param_dtype": jnp.float32}
 
 
 def model_inputs(loaded: LoadedSpec, batch: Mapping[str, Any]) -> list[Any]:
@@ -237,14 +267,30 @@ def check_collections(loaded: LoadedSpec, variables: Mapping[str, Any]) -> None:
 
 
 def build_state(loaded: LoadedSpec, model: Any, variables: Mapping[str, Any], module: Any) -> Any:
-    """The `TrainState` with the generated optimizer (and `batch_stats` when declared)."""
+    """The `TrainState` with the generated optimizer (and `batch_stats` when declared, the
+    dynamic loss scale with float16)."""
     from beagle.training import TrainState
 
     check_collections(loaded, variables)
-    extra = {"batch_stats": variables["batch_stats"]} if loaded.spec.model.batch_norm else {}
     return TrainState.create(
-        apply_fn=model.apply, params=variables["params"], tx=module.make_optimizer(), **extra
+        apply_fn=model.apply,
+        params=variables["params"],
+        tx=module.make_optimizer(),
+        **state_extras(loaded, variables),
     )
+
+
+def state_extras(loaded: LoadedSpec, variables: Mapping[str, Any]) -> dict[str, Any]:
+    """The `TrainState` fields beyond params and optimizer that the spec asks for."""
+    from beagle.training import initial_dynamic_scale
+
+    spec = loaded.spec
+    extras: dict[str, Any] = {}
+    if spec.model.batch_norm:
+        extras["batch_stats"] = variables["batch_stats"]
+    if spec.precision is not None and spec.precision.compute == "float16":
+        extras["dynamic_scale"] = initial_dynamic_scale()
+    return extras
 
 
 @dataclass(frozen=True)

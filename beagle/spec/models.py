@@ -459,6 +459,16 @@ class ParallelSpec(_Section):
     )
 
 
+class PrecisionSpec(_Section):
+    """Mixed precision: the dtype the model computes in; params stay float32."""
+
+    compute: Literal["float32", "bfloat16", "float16"] = Field(
+        description="The model is built with dtype=<compute> and param_dtype=float32 (its "
+        "class must take both); losses and metrics are computed in float32; float16 adds "
+        "dynamic loss scaling, its overflow skips counted in loss_scale_skips."
+    )
+
+
 class LogSpec(_Section):
     """The run folder: history, CSV, curves, TensorBoard."""
 
@@ -497,8 +507,8 @@ class Spec(_Section):
     )
     metrics: dict[Identifier, MetricSpec] = Field(
         default_factory=dict,
-        description="Name -> metric; names distinct from the losses', from loss and from "
-        "skipped_steps.",
+        description="Name -> metric; names distinct from the losses', from loss, "
+        "skipped_steps and loss_scale_skips.",
     )
     train: TrainSpec = Field(description="Epochs and steps.")
     early_stopping: EarlyStoppingSpec | None = Field(
@@ -512,6 +522,11 @@ class Spec(_Section):
     )
     parallel: ParallelSpec | None = Field(
         default=None, description="Data and FSDP parallelism; absent: one device."
+    )
+    precision: PrecisionSpec | None = Field(
+        default=None,
+        description="Mixed precision (optional); absent: the model is built without dtype "
+        "arguments and computes as its class says (float32 for the built-ins).",
     )
     init: InitSpec | None = Field(
         default=None,

@@ -74,7 +74,10 @@ def history_keys(doc: dict[str, Any]) -> tuple[list[str], list[str]]:
     metrics = list(_entries(doc, "metrics"))
     names = ["loss", *(losses if len(losses) > 1 else []), *metrics]
     train = [f"train_{n}" for n in names]
-    if _section(doc, "train", "nan") == "skip":
+    if _section(doc, "precision", "compute") == "float16":
+        # A non-finite gradient is an overflow then, whatever `nan` says.
+        train.append("train_loss_scale_skips")
+    elif _section(doc, "train", "nan") == "skip":
         train.append("train_skipped_steps")
     val = [f"val_{n}" for n in names] if isinstance(doc.get("validation"), dict) else []
     return train, val
@@ -140,6 +143,16 @@ def _check_model(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
             elif stream in seen:
                 yield loc.problem(("model", "rngs", index), f"RNG stream '{stream}' is named twice")
             seen.add(stream)
+    args = model.get("args")
+    if isinstance(doc.get("precision"), dict) and isinstance(args, dict):
+        for key in ("dtype", "param_dtype"):
+            if key in args:
+                yield loc.problem(
+                    ("model", "args", key),
+                    f"precision sets {key}; model.args must not",
+                    "remove it from model.args (precision.compute decides the dtypes)",
+                    at="key",
+                )
     inputs = model.get("input")
     if isinstance(inputs, list):
         for position, ref in enumerate(inputs):

@@ -19,7 +19,7 @@ from beagle.training.errors import DataExhaustedError, NonFiniteLossError, Train
 from beagle.training.loop import train_loop
 from beagle.training.metrics import Metrics, average_metrics, format_metrics
 from beagle.training.sharding import BatchShare, Placement, make_placement, shard
-from beagle.training.state import TrainState
+from beagle.training.state import TrainState, initial_dynamic_scale
 
 __all__ = [
     "BatchShare",
@@ -36,6 +36,7 @@ __all__ = [
     "checkpoint_info",
     "checkpoints",
     "format_metrics",
+    "initial_dynamic_scale",
     "latest_checkpoint",
     "load_checkpoint",
     "load_variables",

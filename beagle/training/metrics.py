@@ -23,6 +23,13 @@ import numpy as np
 SKIPPED_STEPS = "skipped_steps"
 """The 0/1 metric a step returns when it skipped a non-finite update; counted, not averaged."""
 
+LOSS_SCALE_SKIPS = "loss_scale_skips"
+"""The 0/1 metric of a float16 step whose gradients overflowed (the loss scale shrank and the
+state was kept); counted, not averaged, and never a fault."""
+
+COUNT_METRICS = frozenset({SKIPPED_STEPS, LOSS_SCALE_SKIPS})
+"""Metrics that count steps (summed per epoch), not values to average."""
+
 _NO_BAD_STEP = int(np.iinfo(np.int32).max)
 
 
@@ -74,12 +81,15 @@ class SumsOnHost:
     steps: int
     bad_step: int | None
     bad_names: tuple[str, ...]
+    scale_skips: float | None = None  # None: the steps do no loss scaling
 
     def history_values(self, has_skipped: bool) -> dict[str, float]:
-        """The epoch's history entry: means, and `skipped_steps` as a count."""
+        """The epoch's history entry: means, and `skipped_steps`/`loss_scale_skips` as counts."""
         values = dict(self.means)
         if has_skipped:
             values[SKIPPED_STEPS] = self.skipped
+        if self.scale_skips is not None:
+            values[LOSS_SCALE_SKIPS] = self.scale_skips
         return values
 
 
@@ -94,19 +104,20 @@ compile time grows with this (~0.5 ms per metric and call), its dispatches shrin
 (the loop's chunk) compiles in ~0.1 s with one dispatch per 256 steps."""
 
 
-def _empty_carry(names: Sequence[str]) -> dict[str, Any]:
+def _empty_carry(names: Sequence[str], *, scaled: bool) -> dict[str, Any]:
     """Zero sums, made on the host and transferred (no device program makes them), placed
     like the fold's outputs so that the first fold hits the same cached program."""
-    return jax.device_put(
-        {
-            "sums": {name: np.zeros((), np.float32) for name in names},
-            "weight": np.zeros((), np.float32),
-            "skipped": np.zeros((), np.float32),
-            "steps": np.zeros((), np.int32),
-            "bad_step": np.full((), _NO_BAD_STEP, np.int32),
-            "bad": {name: np.zeros((), bool) for name in names},
-        }
-    )
+    carry: dict[str, Any] = {
+        "sums": {name: np.zeros((), np.float32) for name in names},
+        "weight": np.zeros((), np.float32),
+        "skipped": np.zeros((), np.float32),
+        "steps": np.zeros((), np.int32),
+        "bad_step": np.full((), _NO_BAD_STEP, np.int32),
+        "bad": {name: np.zeros((), bool) for name in names},
+    }
+    if scaled:
+        carry["scale_skips"] = np.zeros((), np.float32)
+    return jax.device_put(carry)
 
 
 # The fold's arithmetic is trivial and its compile time grows with its arguments (one per
@@ -126,22 +137,33 @@ def _fold(
     first_index: jax.Array,
     stop_on_skipped: jax.Array,
 ) -> dict[str, Any]:
-    names = [name for name in pending[0] if name != SKIPPED_STEPS]
+    names = [name for name in pending[0] if name not in COUNT_METRICS]
     values = {name: _column(pending, name) for name in names}
     skipped = valid & (
         _column(pending, SKIPPED_STEPS) > 0.5
         if SKIPPED_STEPS in pending[0]
         else jnp.zeros(sizes.shape, bool)
     )
-    counted = valid & ~skipped
+    # A float16 overflow is the loss scale's business: left out of the means, never a fault.
+    scaled = LOSS_SCALE_SKIPS in pending[0]
+    overflowed = valid & (
+        _column(pending, LOSS_SCALE_SKIPS) > 0.5 if scaled else jnp.zeros(sizes.shape, bool)
+    )
+    counted = valid & ~skipped & ~overflowed
     finite = {name: jnp.isfinite(v) for name, v in values.items()}
     all_finite = functools.reduce(jnp.logical_and, finite.values(), jnp.ones(sizes.shape, bool))
     # An argument, not a static one: the train and validation sums share one program.
-    bad = valid & jnp.where(stop_on_skipped, ~all_finite | skipped, counted & ~all_finite)
+    bad = valid & jnp.where(
+        stop_on_skipped, (~all_finite & ~overflowed) | skipped, counted & ~all_finite
+    )
     first_bad = jnp.argmax(bad)
     newly_bad = (carry["bad_step"] == _NO_BAD_STEP) & jnp.any(bad)
     weights = jnp.where(counted, sizes, 0.0)
+    counts: dict[str, jax.Array] = {}
+    if scaled:
+        counts["scale_skips"] = carry["scale_skips"] + jnp.sum(overflowed.astype(jnp.float32))
     return {
+        **counts,
         "sums": {
             name: carry["sums"][name] + jnp.sum(jnp.where(counted, values[name] * sizes, 0.0))
             for name in names
@@ -170,7 +192,8 @@ def _fold_padded(
     per_call = len(sizes) // len(pending)
     capacity = max(1, FOLD_STEPS // per_call)
     if carry is None:
-        carry = _empty_carry([name for name in pending[0] if name != SKIPPED_STEPS])
+        names = [name for name in pending[0] if name not in COUNT_METRICS]
+        carry = _empty_carry(names, scaled=LOSS_SCALE_SKIPS in pending[0])
     for start in range(0, len(pending), capacity):
         part = list(pending[start : start + capacity])
         real = len(part) * per_call
@@ -195,9 +218,9 @@ class StepMetricSums:
     """Metrics of one epoch (or one validation), summed on the device.
 
     `add` only keeps references; `fold` dispatches one jitted call that folds the pending
-    steps into the sums (each batch weighs by its size; steps whose `skipped_steps` is 1
-    are left out of the means and counted). `stop_on_skipped` makes a skipped step count
-    as a fault (`nan_mode="stop"`).
+    steps into the sums (each batch weighs by its size; steps whose `skipped_steps` or
+    `loss_scale_skips` is 1 are left out of the means and counted). `stop_on_skipped`
+    makes a skipped step count as a fault (`nan_mode="stop"`); a loss-scale skip never is.
     """
 
     def __init__(
@@ -289,7 +312,11 @@ class StepMetricSums:
         sums.has_skipped = bool(data["has_skipped"])
         if sums.carry is not None:
             names = set(sums.carry["sums"])
-            sums.names = frozenset(names | {SKIPPED_STEPS} if sums.has_skipped else names)
+            if sums.has_skipped:
+                names.add(SKIPPED_STEPS)
+            if "scale_skips" in sums.carry:
+                names.add(LOSS_SCALE_SKIPS)
+            sums.names = frozenset(names)
         return sums
 
 
@@ -320,6 +347,7 @@ def _summarize(host: dict[str, Any] | None) -> SumsOnHost | None:
         steps=int(host["steps"]),
         bad_step=bad_step if bad else None,
         bad_names=names if bad else (),
+        scale_skips=float(host["scale_skips"]) if "scale_skips" in host else None,
     )
 
 
