@@ -346,7 +346,7 @@ def check_model_call(loaded: LoadedSpec, model: Any) -> list[Problem]:
     import inspect
 
     flag = loaded.spec.model.train_flag
-    if not flag:
+    if not flag or loaded.spec.model.kind == "nnx":
         return []
     try:
         parameters = inspect.signature(type(model).__call__).parameters
@@ -559,7 +559,7 @@ def _trace(loaded: LoadedSpec) -> list[Problem]:
     problems = check_batch_keys(loaded, batch)
     if problems:
         return problems
-    model = wiring.build_model(loaded)
+    model = wiring.build_model(loaded, module)
     problems = check_model_call(loaded, model)
     if problems:
         return problems
@@ -607,7 +607,7 @@ def wire(loaded: LoadedSpec, module: Any) -> Wired:
     problems = check_batch_keys(loaded, plan.sample)
     if problems:
         raise SpecError(problems)
-    model = wiring.build_model(loaded)
+    model = wiring.build_model(loaded, module)
     problems = check_model_call(loaded, model)
     if problems:
         raise SpecError(problems)
