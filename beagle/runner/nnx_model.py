@@ -40,9 +40,9 @@ class NnxModel:
         stats = nnx.state(model, nnx.BatchStat)
         other = nnx.state(model, nnx.Not(nnx.Any(nnx.Param, nnx.BatchStat, nnx.RngState)))
         variables = {"params": nnx.to_pure_dict(params)}
-        if len(stats.flat_state()):
+        if len(nnx.to_flat_state(stats)):
             variables["batch_stats"] = nnx.to_pure_dict(stats)
-        kinds = sorted({type(variable).__name__ for _, variable in other.flat_state()})
+        kinds = sorted({type(variable).__name__ for _, variable in nnx.to_flat_state(other)})
         if kinds:  # beagle keeps none of these: `check_collections` names them
             variables[", ".join(kinds)] = nnx.to_pure_dict(other)
         return variables
