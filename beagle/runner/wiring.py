@@ -130,8 +130,7 @@ def build_model(loaded: LoadedSpec, module: Any) -> Any:
             [
                 loaded.problem(
                     ("model", "kind"),
-                    f"model.kind is linen (the default) but {spec.class_path} is a "
-                    "flax.nnx.Module",
+                    f"model.kind is linen (the default) but {spec.class_path} is a flax.nnx.Module",
                     "set model.kind: nnx",
                 )
             ]
