@@ -197,6 +197,6 @@ def test_nnx_digits_cnn_reaches_097_and_a_sigkilled_run_reruns_bit_identical(
     evaluated = evaluate(run, "val")["metrics"]
     recorded = json.loads((in_tmp / history).read_text())
     assert evaluated["val_accuracy"] == pytest.approx(recorded["val_accuracy"][-1], abs=1e-6)
-    images = np.random.default_rng(0).random((5, 8, 8), dtype=np.float32)
+    images = np.random.default_rng(0).random((5, 8, 8, 1), dtype=np.float32)
     logits = run.predict({"image": images}, batch_size=2)["logits"]
     assert logits.shape == (5, 10) and np.all(np.isfinite(logits))
