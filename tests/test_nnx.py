@@ -200,3 +200,12 @@ def test_nnx_digits_cnn_reaches_097_and_a_sigkilled_run_reruns_bit_identical(
     images = np.random.default_rng(0).random((5, 8, 8, 1), dtype=np.float32)
     logits = run.predict({"image": images}, batch_size=2)["logits"]
     assert logits.shape == (5, 10) and np.all(np.isfinite(logits))
+
+
+def test_an_nnx_model_asking_for_an_undeclared_stream_points_at_model(in_tmp: Path) -> None:
+    text = (ROOT / "specs" / "nnx_cnn.yaml").read_text()
+    path = in_tmp / "streams.yaml"
+    path.write_text(text.replace("  rngs: [dropout]", "  # no rngs"))
+    (problem,) = trace_spec(load(path))
+    assert problem.path == "model" and "'dropout'" in problem.message
+    assert problem.hint == "add `rngs: [dropout]` under model"

@@ -373,12 +373,16 @@ def _train_flag_problem(loaded: LoadedSpec, model: Any, takes: list[str]) -> Pro
 
 # flax's InvalidRngError: `Dropout_0 needs PRNG for "dropout" (https://...)`.
 _MISSING_STREAM = re.compile(r'needs PRNG for "([A-Za-z_][A-Za-z0-9_]*)"')
+# flax.nnx's KeyError when a module asks `nnx.Rngs` for a stream it was not given.
+_MISSING_NNX_STREAM = re.compile(r"No RngStream named '([A-Za-z_][A-Za-z0-9_]*)' found in Rngs")
 
 
 def _rng_problem(loaded: LoadedSpec, error: Exception, mode: str) -> Problem | None:
     """The problem of a model that draws on an RNG stream `model.rngs` does not name."""
     match = _MISSING_STREAM.search(str(error))
-    if type(error).__name__ != "InvalidRngError" or match is None:
+    if type(error).__name__ != "InvalidRngError":
+        match = _MISSING_NNX_STREAM.search(str(error))
+    if match is None:
         return None
     stream = match.group(1)
     streams = loaded.spec.model.rngs
