@@ -214,6 +214,13 @@ SCHEDULES: frozenset[str] = frozenset(
 )  # fmt: skip
 
 # Names the generated module uses itself; spec names never become Python names there.
+# Built-in NNX models (`beagle.nnx_models`) take one example's input shape through this
+# keyword; the generated `make_model` passes the shape of the model's first input.
+NNX_SIZED_FROM_DATA: dict[str, str] = {
+    "beagle.nnx_models:MLP": "input_shape",
+    "beagle.nnx_models:CNN": "input_shape",
+}
+
 RESERVED_METRIC_NAMES: frozenset[str] = frozenset({"loss", "skipped_steps", "loss_scale_skips"})
 
 # `precision.compute` -> the dtype expression the generated module passes as `dtype`.

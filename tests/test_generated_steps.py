@@ -48,10 +48,16 @@ def tiny_batch(name: str, seed: int = 0) -> dict[str, jax.Array]:
 
 def new_state(module: ModuleType, batch: dict[str, jax.Array]) -> Any:
     """A fresh TrainState for the module's model, as `beagle run` builds it."""
-    model = module.make_model()
     inputs = batch["image"] if "image" in batch else batch["x"]
     keys = {"params": jax.random.key(0), "dropout": jax.random.key(1), "sample": jax.random.key(2)}
-    variables = model.init(keys, inputs, train=False)
+    if hasattr(module, "model_graphs"):  # model.kind: nnx
+        from beagle.runner.nnx_model import NnxModel
+
+        model: Any = NnxModel(module, object, ["image" if "image" in batch else "x"])
+        variables = model.init({"params": keys["params"], "dropout": keys["dropout"]}, inputs)
+    else:
+        model = module.make_model()
+        variables = model.init(keys, inputs, train=False)
     extra = {"batch_stats": variables["batch_stats"]} if "batch_stats" in variables else {}
     spec = load_spec(ROOT / "specs" / f"{module.__name__.rpartition('.')[2]}.yaml").spec
     if spec.precision is not None and spec.precision.compute == "float16":

@@ -14,7 +14,8 @@ The tree:
     │   └── lines: tuple[str, ...]    `import x` / `from x import y`, sorted
     ├── model: ModelIR            make_model() and the two `state.apply_fn` calls
     │   ├── train_call: ApplyIR       training mode: mutable BatchNorm, RNG streams
-    │   └── eval_call: ApplyIR        eval mode: running averages
+    │   ├── eval_call: ApplyIR        eval mode: running averages
+    │   └── nnx: NnxIR | None         model.kind: nnx: graphs, merges and reseeding instead
     ├── optimizer: OptimizerIR    make_optimizer(): the expression, optionally wrapped
     ├── losses: LossesIR          compute_losses()
     │   └── terms: tuple[TermIR, ...]
@@ -53,6 +54,24 @@ class ApplyIR:
 
 
 @dataclass(frozen=True)
+class NnxIR:
+    """An NNX model (`model.kind: nnx`): what `nnx_module.py.jinja` pastes in.
+
+    The steps take plain array pytrees (`state.params`, `state.batch_stats`), merge them
+    with a graph definition from `model_graphs` (`copy=True` under `value_and_grad`), and
+    reseed the RNG streams from the step's key outside the differentiated function.
+    """
+
+    make_model_doc: str  # make_model's one-line docstring
+    abstract_rngs: str  # `nnx.Rngs(params=0, dropout=0)`: every stream, for nnx.eval_shape
+    call: str  # `model(batch["image"])`: the model applied to its inputs
+    reseed: str  # nnx.reseed's keywords: `dropout=rng_key`; empty: no stream to reseed
+    state_merge: str  # nnx.merge's states from the state: `state.params, ..., rng_state`
+    train_merge: str  # the same inside loss_fn, with the differentiated `params`
+    batch_stats: str  # the updated BatchNorm statistics as a plain pytree (train mode)
+
+
+@dataclass(frozen=True)
 class ModelIR:
     """The model class, how the steps call it, and how its outputs are named."""
 
@@ -65,6 +84,7 @@ class ModelIR:
     outputs_expr: str  # builds the `outputs` dict from `model_out`
     float32_outputs: bool  # cast the outputs to float32 before losses and metrics
     #   (with `precision`: the model may compute in a lower precision)
+    nnx: NnxIR | None  # model.kind: nnx; None: linen (`state.apply_fn`)
 
 
 @dataclass(frozen=True)

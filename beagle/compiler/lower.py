@@ -34,6 +34,7 @@ from beagle.compiler.ir import (
     LossesIR,
     ModelIR,
     ModuleIR,
+    NnxIR,
     OptimizerIR,
     StepIR,
     TermIR,
@@ -69,6 +70,8 @@ TEMPLATE_NAMES: frozenset[str] = frozenset(
         "grads", "batch_stats", "finite", "metrics", "schedule", "optimizer", "term",
         "predictions", "targets", "carry", "xs", "new", "old", "top_k", "output",
         "dynamic_scale", "grads_finite",
+        "nnx", "model", "model_graphs", "graph", "train_graph", "eval_graph", "rng_state",
+        "rngs",
         *catalog.HELPERS,
     }
 )  # fmt: skip
@@ -293,8 +296,8 @@ class _Lowering:
             rngs = "{" + f"{streams[0]}: rng_key" + "}"
         else:
             rngs = "{" + ", ".join(f"{s}: stream_keys[{i}]" for i, s in enumerate(streams)) + "}"
-        flag = model.train_flag
-        if flag is None and (model.batch_norm or streams):
+        flag = None if model.kind == "nnx" else model.train_flag
+        if model.kind == "linen" and flag is None and (model.batch_norm or streams):
             raise CompileError("model.train_flag is required with batch_norm or rngs")
 
         def apply(train: bool) -> ApplyIR:
@@ -312,6 +315,9 @@ class _Lowering:
             targets = "model_out, updates" if mutable else "model_out"
             return ApplyIR(targets=targets, args=tuple(args))
 
+        nnx = None
+        if model.kind == "nnx":
+            kwargs, nnx = self._nnx(kwargs, input_exprs, streams)
         constructor = f"{class_name}({', '.join(f'{k}={v}' for k, v in kwargs)})"
         return ModelIR(
             class_name=class_name,
@@ -322,6 +328,36 @@ class _Lowering:
             eval_call=apply(train=False),
             outputs_expr=self._outputs_expr(),
             float32_outputs=self.spec.precision is not None,
+            nnx=nnx,
+        )
+
+    def _nnx(
+        self, kwargs: tuple[tuple[str, str], ...], inputs: tuple[str, ...], streams: list[str]
+    ) -> tuple[tuple[tuple[str, str], ...], NnxIR]:
+        """An NNX model's constructor keywords (input size, `rngs`) and how steps use it."""
+        model = self.spec.model
+        self.imports.from_("flax", "nnx")
+        sized = catalog.NNX_SIZED_FROM_DATA.get(model.class_path)
+        doc = "Build the model with the spec's arguments"
+        if sized is not None and sized not in model.args:
+            kwargs += ((sized, f"{inputs[0]}.shape[1:]"),)
+            doc += ", sized for the batch's inputs"
+        kwargs += (("rngs", "rngs"),)
+        names = [_identifier(name, "model.rngs entry") for name in model.rngs]
+        abstract = ", ".join(f"{name}=0" for name in ["params", *names])
+        if len(names) == 1:
+            reseed = f"{names[0]}=rng_key"
+        else:
+            reseed = ", ".join(f"{name}=stream_keys[{i}]" for i, name in enumerate(names))
+        stats = ", state.batch_stats" if model.batch_norm else ""
+        return kwargs, NnxIR(
+            make_model_doc=doc + ".",
+            abstract_rngs=f"nnx.Rngs({abstract})",
+            call=f"model({', '.join(inputs)})",
+            reseed=reseed,
+            state_merge=f"state.params{stats}, rng_state",
+            train_merge=f"params{stats}, rng_state",
+            batch_stats="nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))",
         )
 
     def _model_keywords(self) -> tuple[tuple[str, str], ...]:
@@ -501,7 +537,8 @@ class _Lowering:
         if has_metrics:
             aux.append(("outputs", "outputs", "Arrays"))
         if model.batch_norm:
-            aux.append(("batch_stats", 'updates["batch_stats"]', "Any"))
+            stats = model.nnx.batch_stats if model.nnx else 'updates["batch_stats"]'
+            aux.append(("batch_stats", stats, "Any"))
         if len(aux) == 1:
             aux_targets, aux_values, aux_type = aux[0]
         else:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["render_module"]
 
 MODULE_TEMPLATE = "module.py.jinja"
+NNX_MODULE_TEMPLATE = "nnx_module.py.jinja"  # extends MODULE_TEMPLATE (model.kind: nnx)
 
 
 @lru_cache(maxsize=1)
@@ -39,4 +40,5 @@ def _environment() -> jinja2.Environment:
 
 def render_module(ir: ModuleIR) -> str:
     """The module's source text, before formatting."""
-    return _environment().get_template(MODULE_TEMPLATE).render(ir=ir)
+    template = MODULE_TEMPLATE if ir.model.nnx is None else NNX_MODULE_TEMPLATE
+    return _environment().get_template(template).render(ir=ir)

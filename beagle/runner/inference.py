@@ -272,8 +272,11 @@ def load_run(
     found = resolve_checkpoint(
         None if recorded is None else Path(recorded), choice, keeps_best=keeps_best
     )
-    model = wiring.build_model(loaded)
-    run = LoadedRun(folder, loaded, record, found, model, {})
+    run = LoadedRun(folder, loaded, record, found, None, {})
+    # An NNX model is built by the run's generated module (`NnxModel`); linen needs none.
+    model = run.model = wiring.build_model(
+        loaded, run.module if loaded.spec.model.kind == "nnx" else None
+    )
     kwargs = wiring.model_kwargs(loaded, train=False)
     rngs = wiring.init_rngs(loaded, jax.random.PRNGKey(0))
     inputs = run.abstract_inputs()

@@ -346,7 +346,7 @@ def check_model_call(loaded: LoadedSpec, model: Any) -> list[Problem]:
     import inspect
 
     flag = loaded.spec.model.train_flag
-    if not flag:
+    if not flag or loaded.spec.model.kind == "nnx":
         return []
     try:
         parameters = inspect.signature(type(model).__call__).parameters
@@ -373,12 +373,16 @@ def _train_flag_problem(loaded: LoadedSpec, model: Any, takes: list[str]) -> Pro
 
 # flax's InvalidRngError: `Dropout_0 needs PRNG for "dropout" (https://...)`.
 _MISSING_STREAM = re.compile(r'needs PRNG for "([A-Za-z_][A-Za-z0-9_]*)"')
+# flax.nnx's KeyError when a module asks `nnx.Rngs` for a stream it was not given.
+_MISSING_NNX_STREAM = re.compile(r"No RngStream named '([A-Za-z_][A-Za-z0-9_]*)' found in Rngs")
 
 
 def _rng_problem(loaded: LoadedSpec, error: Exception, mode: str) -> Problem | None:
     """The problem of a model that draws on an RNG stream `model.rngs` does not name."""
     match = _MISSING_STREAM.search(str(error))
-    if type(error).__name__ != "InvalidRngError" or match is None:
+    if type(error).__name__ != "InvalidRngError":
+        match = _MISSING_NNX_STREAM.search(str(error))
+    if match is None:
         return None
     stream = match.group(1)
     streams = loaded.spec.model.rngs
@@ -563,7 +567,7 @@ def _trace(loaded: LoadedSpec) -> list[Problem]:
     problems = check_batch_keys(loaded, batch)
     if problems:
         return problems
-    model = wiring.build_model(loaded)
+    model = wiring.build_model(loaded, module)
     problems = check_model_call(loaded, model)
     if problems:
         return problems
@@ -612,7 +616,7 @@ def wire(loaded: LoadedSpec, module: Any) -> Wired:
     problems = check_batch_keys(loaded, plan.sample)
     if problems:
         raise SpecError(problems)
-    model = wiring.build_model(loaded)
+    model = wiring.build_model(loaded, module)
     problems = check_model_call(loaded, model)
     if problems:
         raise SpecError(problems)

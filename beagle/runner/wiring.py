@@ -117,20 +117,52 @@ def import_attribute(loaded: LoadedSpec, path: str, where: tuple[str | int, ...]
     return target
 
 
-def build_model(loaded: LoadedSpec) -> Any:
-    """The `flax.linen.Module` the spec's `model.class` and `model.args` describe."""
+def build_model(loaded: LoadedSpec, module: Any) -> Any:
+    """The model the spec's `model.class` and `model.args` describe: a `flax.linen.Module`,
+    or for `model.kind: nnx` an `NnxModel` built by the generated `module`."""
     import flax.linen as nn
+    from flax import nnx
 
     spec = loaded.spec.model
     cls = import_attribute(loaded, spec.class_path, ("model", "class"))
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+    is_linen = isinstance(cls, type) and issubclass(cls, nn.Module)
+    is_nnx = isinstance(cls, type) and issubclass(cls, nnx.Module)
+    if spec.kind == "linen" and is_nnx:
+        raise SpecError(
+            [
+                loaded.problem(
+                    ("model", "kind"),
+                    f"model.kind is linen (the default) but {spec.class_path} is a flax.nnx.Module",
+                    "set model.kind: nnx",
+                )
+            ]
+        )
+    if spec.kind == "nnx" and not is_nnx:
+        raise SpecError(
+            [
+                loaded.problem(
+                    ("model", "kind"),
+                    f"model.kind is nnx but {spec.class_path} is "
+                    + ("a flax.linen.Module" if is_linen else "not a flax.nnx.Module"),
+                    "set model.kind: linen" if is_linen else None,
+                )
+            ]
+        )
+    if not (is_linen or is_nnx):
         raise SpecError(
             [loaded.problem(("model", "class"), f"{spec.class_path} is not a flax.linen.Module")]
         )
+    given = dict(spec.args)
+    if is_nnx:
+        given["rngs"] = None
+        sized = catalog.NNX_SIZED_FROM_DATA.get(spec.class_path)
+        if sized is not None:
+            given.setdefault(sized, None)
     try:
-        inspect.signature(cls).bind(**spec.args)
+        inspect.signature(cls).bind(**given)
     except TypeError as error:
-        fields = [p for p in inspect.signature(cls).parameters if p not in ("parent", "name")]
+        hidden = ("parent", "name", "rngs", catalog.NNX_SIZED_FROM_DATA.get(spec.class_path))
+        fields = [p for p in inspect.signature(cls).parameters if p not in hidden]
         raise SpecError(
             [
                 loaded.problem(
@@ -140,7 +172,12 @@ def build_model(loaded: LoadedSpec) -> Any:
                 )
             ]
         ) from None
-    return cls(**spec.args, **precision_kwargs(loaded, cls))
+    extra = precision_kwargs(loaded, cls)  # checked for both kinds
+    if is_nnx:
+        from beagle.runner.nnx_model import NnxModel
+
+        return NnxModel(module, cls, model_input_keys(loaded))
+    return cls(**spec.args, **extra)
 
 
 def precision_kwargs(loaded: LoadedSpec, cls: type) -> dict[str, Any]:
@@ -171,6 +208,12 @@ def precision_kwargs(loaded: LoadedSpec, cls: type) -> dict[str, Any]:
     return {"dtype": getattr(jnp, precision.compute), "param_dtype": jnp.float32}
 
 
+def model_input_keys(loaded: LoadedSpec) -> list[str]:
+    """The batch keys `model.input` names, in order: the model's positional inputs."""
+    refs = loaded.spec.model.input
+    return [ref.removeprefix("batch.") for ref in ([refs] if isinstance(refs, str) else refs)]
+
+
 def model_inputs(loaded: LoadedSpec, batch: Mapping[str, Any]) -> list[Any]:
     """The positional inputs the model is called with: the batch keys `model.input` names."""
     refs = loaded.spec.model.input
@@ -197,6 +240,8 @@ def model_inputs(loaded: LoadedSpec, batch: Mapping[str, Any]) -> list[Any]:
 
 def model_kwargs(loaded: LoadedSpec, *, train: bool) -> dict[str, Any]:
     """The keyword arguments (the train flag) the model is called with."""
+    if loaded.spec.model.kind == "nnx":
+        return {"train": train}  # NnxModel.apply's mode; the model's own is train()/eval()
     flag = loaded.spec.model.train_flag
     return {flag: train} if flag else {}
 

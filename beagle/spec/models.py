@@ -88,10 +88,17 @@ class _Section(BaseModel):
 class ModelSpec(_Section):
     """The Flax model: its class, arguments, inputs, outputs, BatchNorm and RNG streams."""
 
+    kind: Literal["linen", "nnx"] = Field(
+        default="linen",
+        description="The Flax API the class is written in: 'linen' (a flax.linen.Module) or "
+        "'nnx' (a flax.nnx.Module, built with rngs=nnx.Rngs(...) from the seed; its mode "
+        "is its own train()/eval(), so train_flag does not apply).",
+    )
     class_path: ImportPath = Field(
         alias="class",
-        description="Import path 'package.module:Attribute' of a flax.linen.Module subclass; "
-        "the built-ins are beagle.models:MLP and beagle.models:CNN.",
+        description="Import path 'package.module:Attribute' of a flax.linen.Module subclass "
+        "(a flax.nnx.Module with kind: nnx); the built-ins are beagle.models:MLP and "
+        "beagle.models:CNN (beagle.nnx_models:MLP and beagle.nnx_models:CNN for nnx).",
     )
     args: dict[Identifier, object] = Field(
         default_factory=dict, description="Keyword arguments for the class."
@@ -109,7 +116,8 @@ class ModelSpec(_Section):
     train_flag: Identifier | None = Field(
         default="train",
         description="The keyword through which the model learns whether it is training "
-        "(null when it takes none); required with batch_norm or rngs.",
+        "(null when it takes none); required with batch_norm or rngs. Linen only: an nnx "
+        "model must not set it.",
     )
     rngs: list[Identifier] = Field(
         default_factory=list,

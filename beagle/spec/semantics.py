@@ -119,7 +119,16 @@ def _check_model(doc: dict[str, Any], loc: Locator) -> Iterator[Problem]:
             at="key",
         )
     needs = [key for key in ("batch_norm", "rngs") if model.get(key)]
-    if needs and "train_flag" in model and model["train_flag"] is None:
+    if model.get("kind") == "nnx":
+        if "train_flag" in model:
+            yield loc.problem(
+                ("model", "train_flag"),
+                "train_flag does not apply to an nnx model: the generated steps switch "
+                "its mode with train() and eval()",
+                "remove train_flag",
+                at="key",
+            )
+    elif needs and "train_flag" in model and model["train_flag"] is None:
         what = " and ".join("batch_norm: true" if k == "batch_norm" else "rngs" for k in needs)
         yield loc.problem(
             ("model", "train_flag"),
