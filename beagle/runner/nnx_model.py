@@ -28,6 +28,13 @@ class NnxModel:
     def _batch(self, inputs: Sequence[Any]) -> dict[str, Any]:
         return dict(zip(self.input_keys, inputs, strict=True))
 
+    @staticmethod
+    def _keys(rngs: Mapping[str, Any]) -> dict[str, Any]:
+        # NNX takes keys as jax arrays; the runner's root keys are numpy (see rng.py).
+        import jax.numpy as jnp
+
+        return {name: jnp.asarray(key) for name, key in rngs.items()}
+
     def init(self, rngs: Mapping[str, Any], *inputs: Any, train: bool = False) -> dict[str, Any]:
         """The model's variables, built from the keys `rngs` (one per stream) for the
         inputs' shapes: `params`, `batch_stats` when it has BatchNorm, and any other kind
@@ -35,7 +42,7 @@ class NnxModel:
         from flax import nnx
 
         del train  # a model is built the same way in either mode
-        model = self.module.make_model(self._batch(inputs), nnx.Rngs(**rngs))
+        model = self.module.make_model(self._batch(inputs), nnx.Rngs(**self._keys(rngs)))
         params = nnx.state(model, nnx.Param)
         stats = nnx.state(model, nnx.BatchStat)
         other = nnx.state(model, nnx.Not(nnx.Any(nnx.Param, nnx.BatchStat, nnx.RngState)))
@@ -66,7 +73,7 @@ class NnxModel:
             states.append(variables["batch_stats"])
         model = nnx.merge(graph, *states, rng_state, copy=True)
         if rngs:
-            nnx.reseed(model, **rngs)
+            nnx.reseed(model, **self._keys(rngs))
         out = model(*inputs)
         if mutable:
             return out, {"batch_stats": nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))}
