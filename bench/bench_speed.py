@@ -105,6 +105,7 @@ class Row:
     first_s: float | None = None  # the untimed first run (cold caches)
     times: list[float] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
+    chosen: list[int] = field(default_factory=list)  # the K that `auto` chose, each run
 
 
 # XLA compilation time in this process, summed from jax.monitoring's backend-compile events
@@ -266,14 +267,18 @@ def bare_rows(s: Setup) -> list[Row]:
     return [Row(IN_PROCESS_BASE, run=bare), Row("naive", run=naive)]
 
 
-def single_step_keyword() -> str | None:
-    """The keyword-only argument of `train_loop` that takes the single step, if any."""
+def auto_options(module: Any, chosen: list[int]) -> dict[str, Any] | None:
+    """`train_loop`'s options for `auto` (None when it takes no single step), the choice
+    appended to `chosen` where `train_loop` reports it."""
     from beagle.training import train_loop
 
-    for name in inspect.signature(train_loop).parameters:
-        if name in ("one_step_fn", "single_step_fn", "train_one_step_fn"):
-            return name
-    return None
+    parameters = inspect.signature(train_loop).parameters
+    if "one_step_fn" not in parameters:
+        return None
+    options: dict[str, Any] = {"steps_per_call": "auto", "one_step_fn": module.train_one_step}
+    if "on_steps_per_call" in parameters:
+        options["on_steps_per_call"] = lambda choice: chosen.append(choice.steps_per_call)
+    return options
 
 
 def beagle_rows(s: Setup, auto: bool) -> tuple[Row, Path]:
@@ -296,11 +301,12 @@ def beagle_rows(s: Setup, auto: bool) -> tuple[Row, Path]:
     module = wiring.import_module_from_text(text, f"_bench_{loaded.spec.name}", "<bench>")
     wired = trace.wire(loaded, module)
     options: dict[str, Any] = {}
+    row = Row(label)
     if auto:
-        keyword = single_step_keyword()
-        if keyword is None:
-            return Row(label, why_not="n/a: train_loop takes no single step"), spec
-        options = {"steps_per_call": "auto", keyword: module.train_one_step}
+        found = auto_options(module, row.chosen)
+        if found is None:
+            return Row(label, why_not="n/a: train_loop takes no one_step_fn"), spec
+        options = found
     size = s.size
     batches = jax.device_put(batch_list(s.train, s.w.batch, size.steps))
     val = jax.device_put(batch_list(s.val, s.w.batch, size.val_batches)) if s.val else None
@@ -322,7 +328,8 @@ def beagle_rows(s: Setup, auto: bool) -> tuple[Row, Path]:
         jax.block_until_ready(state)
         return IN_PROCESS
 
-    return Row(label, run=run), spec
+    row.run = run
+    return row, spec
 
 
 def keras_rows(s: Setup, spe: int) -> list[Row]:
@@ -358,19 +365,28 @@ def process_rows(s: Setup, specs: dict[str, Path | None]) -> list[Row]:
         f"--steps={size.steps}",
         f"--batch={s.w.batch}",
     ]
-    rows = [Row(PROCESS_BASE, process=True, run=_process_runner(bare, s))]
+    base = Row(PROCESS_BASE, process=True)
+    base.run = _process_runner(bare, s, base, None)
+    rows = [base]
     for label, spec in specs.items():
         if spec is None:
             rows.append(Row(label, process=True, why_not="n/a: the spec refuses auto (above)"))
             continue
         command = [python, "-m", "beagle", "run", str(spec), "--no-progress", "--restart"]
-        rows.append(Row(label, process=True, run=_process_runner(command, s)))
+        row = Row(label, process=True)
+        row.run = _process_runner(command, s, row, s.folder / spec.stem)
+        rows.append(row)
     return rows
 
 
-def _process_runner(command: list[str], s: Setup) -> Callable[[bool], Sample]:
+def _process_runner(
+    command: list[str], s: Setup, row: Row, run_folder: Path | None
+) -> Callable[[bool], Sample]:
     def run(first: bool) -> Sample:
         seconds, rss, compile_s, import_s = run_process(command, s.env, s.folder, first)
+        k = None if run_folder is None else chosen_k(run_folder)
+        if k is not None:
+            row.chosen.append(k)
         return Sample(rss, compile_s, import_s, seconds)
 
     return run
@@ -460,7 +476,8 @@ def measure(
         if row.run is not None:
             log(f"{s.w.name}: first run of {row.name}")
             first_run(row)
-    k = chosen_k(s.folder / "auto") or (32 if s.w.name == "W0" else 8)
+    chosen = auto.chosen + next(r.chosen for r in processes if r.name.startswith("beagle run a"))
+    k = chosen[0] if chosen else (32 if s.w.name == "W0" else 8)
     if "keras" in skip:
         rows += [Row(name, why_not="skipped (--skip keras)") for name in ("keras fit", KERAS_SPE)]
     else:
@@ -628,6 +645,10 @@ def main() -> int:
     print(f"(steps/s relative to the baseline): `{IN_PROCESS_BASE}` for the in-process rows,")
     print(f"`{PROCESS_BASE}` for the (process) rows; spread: min-max over the rounds.")
     print("compile s, import s, RSS MiB: from the first (cold) run; RSS: the process's peak.")
+    for name, rows in results.items():
+        for row in rows:
+            if row.chosen:
+                print(f"{name} {row.name}: auto chose steps_per_call {row.chosen} (each run)")
     print()
     lines, ok = target_lines(results)
     print("targets (the issue's, on this machine's CPU):")
@@ -648,6 +669,7 @@ def main() -> int:
                             "import_s": row.import_s,
                             "rss_mib": row.rss_mib,
                             "first_s": row.first_s,
+                            "auto_chose": row.chosen,
                         }
                         for row in rows
                     ]
