@@ -54,7 +54,7 @@ run: install-test
 	. $(BIN)/activate && $(CMD)
 
 # One benchmark (docs/performance.md): beagle against a bare jitted loop and Keras 3 on W0,
-# W1 and W2, about 15 minutes on the reference CPU; `make bench BENCH_ARGS=--quick` is a
+# W1 and W2, about 15-20 minutes on the reference CPU (estimated); `make bench BENCH_ARGS=--quick` is a
 # short smoke run. The target fails when a measured target is missed (not with --quick).
 bench: install-bench
 	$(BIN)/python bench/bench_speed.py $(BENCH_ARGS)
