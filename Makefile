@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CMD ?= beagle --help
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: install install-test demo test lint typecheck goldens run bench clean
+.PHONY: install install-test install-bench demo test lint typecheck goldens run bench bench-all clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +22,16 @@ $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(VENV)/.installed $@
 
+# The benchmark's extra: Keras 3 (on its JAX backend) for the comparison rows.
+$(VENV)/.installed-bench: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,bench]'
+	touch $(VENV)/.installed $(VENV)/.installed-test $@
+
 install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
+
+install-bench: $(VENV)/.installed-bench
 
 demo: install
 	$(BIN)/beagle run specs/digits_cnn.yaml
@@ -45,8 +53,14 @@ test: lint typecheck goldens
 run: install-test
 	. $(BIN)/activate && $(CMD)
 
-# Every benchmark runs; the target fails at the end if any missed its target.
-bench: install-test
+# One benchmark (docs/performance.md): beagle against a bare jitted loop and Keras 3 on W0,
+# W1 and W2, about 15-20 minutes on the reference CPU (estimated); `make bench BENCH_ARGS=--quick` is a
+# short smoke run. The target fails when a measured target is missed (not with --quick).
+bench: install-bench
+	$(BIN)/python bench/bench_speed.py $(BENCH_ARGS)
+
+# Every benchmark script in bench/ (each prints its own targets); fails if any missed one.
+bench-all: install-bench
 	@status=0; for script in bench/bench_*.py; do \
 	  echo "== $$script"; $(BIN)/python $$script || status=1; \
 	done; exit $$status
