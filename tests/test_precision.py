@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -230,6 +231,61 @@ def test_float16_step_that_overflows_keeps_params_and_optimizer_state() -> None:
     small = {"x": x, "y": jnp.zeros((4, 1), jnp.float32)}
     state, metrics = module.train_step(state, small, jax.random.key(2))
     assert int(metrics["loss_scale_skips"]) == 0 and int(state.step) == 1
+
+
+FP16_SCAN = """\
+version: 1
+name: fp16_scan
+model: {class: "beagle.models:MLP", args: {features: [8, 1]}}
+data: {source: synthetic, task: regression, features: 3, batch_size: 4}
+optimizer: {name: adam, learning_rate: 0.01}
+losses:
+  mse: {fn: mse, args: {predictions: outputs.outputs, targets: batch.y}}
+train: {epochs: 1, steps_per_call: 2}
+precision: {compute: float16}
+"""
+
+
+def test_float16_scanned_steps_equal_single_steps_overflow_included(in_tmp: Path) -> None:
+    spec = in_tmp / "fp16_scan.yaml"
+    spec.write_text(FP16_SCAN)
+    modules = []
+    for steps in (1, 2):
+        loaded = load(spec, f"train.steps_per_call={steps}")
+        text = compile_spec(loaded.spec, loaded.source_name)
+        modules.append(import_module_from_text(text, f"_fp16_scan_{steps}", str(spec)))
+    single, scanned = modules
+    x = jnp.ones((4, 3), jnp.float32)
+    model = single.make_model()
+    params = model.init(jax.random.key(0), x)["params"]
+
+    def fresh() -> Any:
+        return single.TrainState.create(
+            apply_fn=model.apply,
+            params=jax.tree.map(jnp.copy, params),
+            tx=single.make_optimizer(),
+            dynamic_scale=initial_dynamic_scale(),
+        )
+
+    # The first batch overflows at the initial scale, the second trains.
+    batches = [
+        {"x": x, "y": jnp.full((4, 1), 3.0e4, jnp.float32)},
+        {"x": x, "y": jnp.zeros((4, 1), jnp.float32)},
+    ]
+    keys = jax.random.split(jax.random.key(1), 2)
+    state = fresh()
+    singles = []
+    for batch, key in zip(batches, keys, strict=True):
+        state, metrics = single.train_step(state, batch, key)
+        singles.append(metrics)
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *batches)
+    fused, fused_metrics = scanned.train_step(fresh(), stacked, keys)
+    assert [int(m["loss_scale_skips"]) for m in singles] == [1, 0]
+    np.testing.assert_array_equal(fused_metrics["loss_scale_skips"], [1, 0])
+    np.testing.assert_array_equal(fused_metrics["loss"], [m["loss"] for m in singles])
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(fused), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert float(fused.dynamic_scale.scale) == 2.0**15
 
 
 def test_float16_resume_equals_the_uninterrupted_run_loss_scale_included(
