@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_training_helpers import leaves_equal, make_state, train_step
+from test_training_helpers import leaves_equal, make_state, probe_batches, train_step
 
 from beagle.training import TrainingInterrupted, train_loop
 from beagle.training.calls import (
@@ -363,3 +365,54 @@ def test_auto_from_a_spec_prints_records_and_keeps_its_choice_and_equals_k1(
     again = json.loads((in_tmp / "runs" / "auto" / "run.json").read_text())["steps_per_call"]
     assert again == recorded
     _same_run(extended, w0_single)
+
+
+def _work(x: jax.Array) -> jax.Array:
+    """A few milliseconds of device work, which a call only dispatches."""
+    return jax.lax.fori_loop(0, 8, lambda i, y: jnp.tanh(y @ y) / 128.0, x)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _slow_step(state: dict, batch: dict, rng_key: jax.Array) -> tuple[dict, dict]:
+    x = _work(state["x"] + jnp.mean(batch["v"]))
+    return {"x": x}, {"value": jnp.mean(x)}
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _slow_scan(state: dict, batches: dict, rng_keys: jax.Array) -> tuple[dict, dict]:
+    return jax.lax.scan(lambda carry, xs: _slow_step(carry, *xs), state, (batches, rng_keys))
+
+
+def test_the_trial_clock_waits_for_the_work_it_times() -> None:
+    """A clock read before the steps' results are ready would see only their dispatch:
+    rates far above what one step's work allows."""
+    state = {"x": jnp.ones((192, 192), jnp.float32)}
+    batch = {"v": np.ones(1, np.float32)}
+    probe = jax.tree.map(jnp.copy, state)
+    probe, _ = _slow_step(probe, batch, KEY)
+    seconds = []
+    for _ in range(5):
+        started = time.perf_counter()
+        probe, _ = jax.block_until_ready(_slow_step(probe, batch, KEY))
+        seconds.append(time.perf_counter() - started)
+    step_seconds = min(seconds)
+    batches = probe_batches([[float(i)] for i in range(140)])
+    chosen: list[AutoChoice] = []
+    train_loop(
+        state,
+        _slow_scan,
+        lambda: iter(batches),
+        1,
+        140,
+        KEY,
+        show_progress=False,
+        steps_per_call="auto",
+        one_step_fn=_slow_step,
+        on_steps_per_call=chosen.append,
+    )
+    (choice,) = chosen
+    assert set(choice.steps_per_second) == {1, 8}
+    assert all(rate <= 3 / step_seconds for rate in choice.steps_per_second.values()), (
+        choice,
+        step_seconds,
+    )
