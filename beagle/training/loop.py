@@ -294,6 +294,10 @@ class _Run:
         chunk_calls = max(1, CHUNK_STEPS // k)
         clock = _TrialClock() if calls.timed else None
         call = calls.first
+        if call % chunk_calls == 0:
+            # A run resumed where a chunk (or a run of another K) ended may still hold its
+            # steps unfolded: fold them alone, as the uninterrupted run did.
+            sums.fold()
         while call < calls.count:
             chunk_start = call - call % chunk_calls
             chunk_len = min(chunk_calls, calls.count - chunk_start)
