@@ -8,9 +8,11 @@ once per epoch. Checkpoints (see `checkpoint.py`) carry everything an exact resu
 With several processes (`jax.process_count() > 1`) a stop signal is acted on between
 chunks, once every process agrees, so that all of them save the same step.
 
-Beside it: `options.py` checks the arguments, `batches.py` reads batches and step outputs,
-`signals.py` turns SIGTERM and Ctrl-C into a checkpoint and `TrainingInterrupted`, and
-`progress.py` draws the bar and the epoch lines.
+Beside it: `options.py` checks the arguments, `calls.py` plans which steps run as one call
+(calls of `steps_per_call` steps, an epoch's remainder one step at a time, and `auto`'s
+trial), `batches.py` reads batches and step outputs, `signals.py` turns SIGTERM and Ctrl-C
+into a checkpoint and `TrainingInterrupted`, and `progress.py` draws the bar and the epoch
+lines.
 """
 
 from __future__ import annotations
@@ -253,12 +255,8 @@ class _Run:
 
     def _train_steps(self) -> None:
         iterator = self._open_train_iterator()
-        runs = self._epoch_runs()
         self._tell_choice()
-        while True:
-            calls = next(runs, None)  # asked one at a time: a trial decides as it goes
-            if calls is None:
-                break
+        for calls in self._epoch_runs():  # lazily: auto's trial decides as the runs end
             self._train_calls(iterator, calls)
             self._tell_choice()
 
