@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_training_helpers import leaves_equal, make_state, train_step
+from test_training_helpers import leaves_equal, make_state, probe_batches, train_step
 
 from beagle.training import TrainingInterrupted, train_loop
 from beagle.training.calls import (
@@ -56,15 +60,22 @@ def _batches(count: int) -> list[dict]:
     return [{"x": x[i], "y": y[i]} for i in range(count)]
 
 
-def _interrupting(batches: list[dict], epoch_at: int, batch_at: int) -> Any:
-    """The batches, but a KeyboardInterrupt just before batch `batch_at` of `epoch_at`."""
+def _raise_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def _interrupting(
+    batches: list[dict], epoch_at: int, batch_at: int, action: Any = _raise_keyboard_interrupt
+) -> Any:
+    """The batches, but `action()` (a KeyboardInterrupt) just before batch `batch_at` of
+    `epoch_at`."""
     fired: list[bool] = []
 
     def data(epoch: int) -> Any:
         for index, batch in enumerate(batches):
             if (epoch, index) == (epoch_at, batch_at) and not fired:
                 fired.append(True)
-                raise KeyboardInterrupt
+                action()
             yield batch
 
     return data
@@ -153,6 +164,8 @@ def test_auto_tries_32_only_after_8_won_and_where_the_epoch_holds_it() -> None:
     short = AutoTrial(200, None)  # room for 1 and 8 (137 steps), not for 32 (233)
     _drive(short, 0, 0, {1: 100.0, 8: 200.0, 32: 400.0})
     assert short.choice is not None and set(short.choice.steps_per_second) == {1, 8}
+    assert short.choice.steps_per_call == 8 and "K = 32 not tried" in short.choice.line()
+    assert "not tried" not in (losing.choice.reason + winning.choice.reason)
 
 
 def test_auto_on_a_short_epoch_uses_single_steps_and_says_so() -> None:
@@ -201,7 +214,20 @@ def test_an_epoch_k_does_not_divide_runs_its_remainder_as_single_steps_and_equal
         train_loop(make_state(), scan_step, lambda: iter(batches), 1, 10, KEY, steps_per_call=4)
 
 
-def test_resume_inside_the_remainder_matches_the_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("batch_at", "action", "stopped_at"),
+    [
+        # stops before batch 9: inside the single steps 8 and 9
+        (9, _raise_keyboard_interrupt, 9),
+        # arrives while the call of batches 4..7 gathers them: it runs, then the loop stops
+        # at 8 with that call's metrics not yet folded, where the single steps begin
+        (7, lambda: os.kill(os.getpid(), signal.SIGTERM), 8),
+    ],
+    ids=["inside_the_remainder", "where_the_remainder_begins"],
+)
+def test_resume_inside_the_remainder_matches_the_uninterrupted_run(
+    tmp_path: Path, batch_at: int, action: Any, stopped_at: int
+) -> None:
     batches = _batches(10)
     options: dict[str, Any] = dict(show_progress=False, steps_per_call=4, one_step_fn=train_step)
     whole = train_loop(make_state(), scan_step, lambda: iter(batches), 2, 10, KEY, **options)
@@ -209,14 +235,14 @@ def test_resume_inside_the_remainder_matches_the_uninterrupted_run(tmp_path: Pat
         train_loop(
             make_state(),
             scan_step,
-            _interrupting(batches, 1, 9),
+            _interrupting(batches, 1, batch_at, action),
             2,
             10,
             KEY,
             checkpoint_dir=tmp_path,
             **options,
         )
-    assert raised.value.step == 19  # epoch 2, position 9: inside the single steps 8 and 9
+    assert raised.value.step == 10 + stopped_at
     resumed = train_loop(
         make_state(),
         scan_step,
@@ -363,3 +389,54 @@ def test_auto_from_a_spec_prints_records_and_keeps_its_choice_and_equals_k1(
     again = json.loads((in_tmp / "runs" / "auto" / "run.json").read_text())["steps_per_call"]
     assert again == recorded
     _same_run(extended, w0_single)
+
+
+def _work(x: jax.Array) -> jax.Array:
+    """A few milliseconds of device work, which a call only dispatches."""
+    return jax.lax.fori_loop(0, 8, lambda i, y: jnp.tanh(y @ y) / 128.0, x)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _slow_step(state: dict, batch: dict, rng_key: jax.Array) -> tuple[dict, dict]:
+    x = _work(state["x"] + jnp.mean(batch["v"]))
+    return {"x": x}, {"value": jnp.mean(x)}
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _slow_scan(state: dict, batches: dict, rng_keys: jax.Array) -> tuple[dict, dict]:
+    return jax.lax.scan(lambda carry, xs: _slow_step(carry, *xs), state, (batches, rng_keys))
+
+
+def test_the_trial_clock_waits_for_the_work_it_times() -> None:
+    """A clock read before the steps' results are ready would see only their dispatch:
+    rates far above what one step's work allows."""
+    state = {"x": jnp.ones((192, 192), jnp.float32)}
+    batch = {"v": np.ones(1, np.float32)}
+    probe = jax.tree.map(jnp.copy, state)
+    probe, _ = _slow_step(probe, batch, KEY)
+    seconds = []
+    for _ in range(5):
+        started = time.perf_counter()
+        probe, _ = jax.block_until_ready(_slow_step(probe, batch, KEY))
+        seconds.append(time.perf_counter() - started)
+    step_seconds = min(seconds)
+    batches = probe_batches([[float(i)] for i in range(140)])
+    chosen: list[AutoChoice] = []
+    train_loop(
+        state,
+        _slow_scan,
+        lambda: iter(batches),
+        1,
+        140,
+        KEY,
+        show_progress=False,
+        steps_per_call="auto",
+        one_step_fn=_slow_step,
+        on_steps_per_call=chosen.append,
+    )
+    (choice,) = chosen
+    assert set(choice.steps_per_second) == {1, 8}
+    assert all(rate <= 3 / step_seconds for rate in choice.steps_per_second.values()), (
+        choice,
+        step_seconds,
+    )

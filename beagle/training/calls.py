@@ -199,17 +199,19 @@ class AutoTrial:
     def _trial(self, epoch: int, position: int) -> Iterator[Calls]:
         self.timings = {}
         offset = position
+        untried = ""
         for k in (1, *AUTO_CANDIDATES):
             calls = trial_calls(k, offset)
-            if k != 1 and (
-                calls.end > self.num_batches or self._winner(self.agree(self.timings)) == 1
-            ):
+            if k != 1 and self._winner(self.agree(self.timings)) == 1:
+                break
+            if calls.end > self.num_batches:
+                untried = f"; K = {k} not tried: the epoch has no room for its trial"
                 break
             yield calls
             offset = calls.end
         timings = self.agree(self.timings)
         k, reason = choose(timings)
-        self.choice = AutoChoice(k, timings, epoch, offset, reason)
+        self.choice = AutoChoice(k, timings, epoch, offset, reason + untried)
         yield from epoch_calls(k, self.num_batches, offset)
 
     @staticmethod

@@ -8,9 +8,11 @@ once per epoch. Checkpoints (see `checkpoint.py`) carry everything an exact resu
 With several processes (`jax.process_count() > 1`) a stop signal is acted on between
 chunks, once every process agrees, so that all of them save the same step.
 
-Beside it: `options.py` checks the arguments, `batches.py` reads batches and step outputs,
-`signals.py` turns SIGTERM and Ctrl-C into a checkpoint and `TrainingInterrupted`, and
-`progress.py` draws the bar and the epoch lines.
+Beside it: `options.py` checks the arguments, `calls.py` plans which steps run as one call
+(calls of `steps_per_call` steps, an epoch's remainder one step at a time, and `auto`'s
+trial), `batches.py` reads batches and step outputs, `signals.py` turns SIGTERM and Ctrl-C
+into a checkpoint and `TrainingInterrupted`, and `progress.py` draws the bar and the epoch
+lines.
 """
 
 from __future__ import annotations
@@ -258,12 +260,8 @@ class _Run:
 
     def _train_steps(self) -> None:
         iterator = self._open_train_iterator()
-        runs = self._epoch_runs()
         self._tell_choice()
-        while True:
-            calls = next(runs, None)  # asked one at a time: a trial decides as it goes
-            if calls is None:
-                break
+        for calls in self._epoch_runs():  # lazily: auto's trial decides as the runs end
             self._train_calls(iterator, calls)
             self._tell_choice()
 
@@ -299,6 +297,10 @@ class _Run:
         chunk_calls = max(1, CHUNK_STEPS // k)
         clock = _TrialClock() if calls.timed else None
         call = calls.first
+        if call % chunk_calls == 0:
+            # A run resumed where a chunk (or a run of another K) ended may still hold its
+            # steps unfolded: fold them alone, as the uninterrupted run did.
+            sums.fold()
         while call < calls.count:
             chunk_start = call - call % chunk_calls
             chunk_len = min(chunk_calls, calls.count - chunk_start)
