@@ -25,7 +25,7 @@ relative to bare), reported as the median and the spread (min-max) over the roun
 CPU the process (and every subprocess) is pinned to one core unless `--no-pin`.
 
     python bench/bench_speed.py [--quick] [--workloads W0,W1,W2] [--rounds N]
-        [--device auto|cpu|gpu] [--no-pin] [--skip keras,process] [--json FILE]
+        [--device auto|cpu|gpu] [--no-pin] [--skip keras,process,auto] [--json FILE]
 """
 
 from __future__ import annotations
@@ -457,7 +457,10 @@ def measure(
 ) -> list[Row]:
     rows = bare_rows(s)
     default, default_spec = beagle_rows(s, auto=False)
-    auto, auto_spec = beagle_rows(s, auto=True)
+    if "auto" in skip:
+        auto, auto_spec = Row("train_loop auto", why_not="skipped (--skip auto)"), None
+    else:
+        auto, auto_spec = beagle_rows(s, auto=True)
     rows += [default, auto]
     refused = auto.why_not.startswith("n/a: the spec refuses")
     processes: list[Row] = [
@@ -472,6 +475,8 @@ def measure(
                 "beagle run auto (process)": None if refused else auto_spec,
             },
         )
+        if auto_spec is None:
+            processes[-1] = Row(processes[-1].name, process=True, why_not=auto.why_not)
     for row in rows + processes:
         if row.run is not None:
             log(f"{s.w.name}: first run of {row.name}")
@@ -578,7 +583,7 @@ def main() -> int:
     )
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to one core on a CPU")
-    parser.add_argument("--skip", default="", help="comma-separated: keras, process")
+    parser.add_argument("--skip", default="", help="comma-separated: keras, process, auto")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
     names = [n.strip().upper() for n in args.workloads.split(",") if n.strip()]
@@ -586,8 +591,9 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown workloads {unknown}; choose from {sorted(WORKLOADS)}")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    if skip - {"keras", "process"}:
-        parser.error(f"--skip takes keras and process, not {sorted(skip - {'keras', 'process'})}")
+    unknown_skips = skip - {"keras", "process", "auto"}
+    if unknown_skips:
+        parser.error(f"--skip takes keras, process and auto, not {sorted(unknown_skips)}")
     if args.device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"
     elif args.device == "gpu":
