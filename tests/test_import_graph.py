@@ -154,7 +154,9 @@ main()
 """
 
 
-def test_a_run_without_checkpoints_or_plots_imports_no_heavy_module(tmp_path: Path) -> None:
+def test_a_run_imports_no_heavy_module_and_a_warm_one_not_the_compiler(
+    tmp_path: Path,
+) -> None:
     spec = """\
 version: 1
 name: light
@@ -168,15 +170,23 @@ log: {plot: false}
 """
     (tmp_path / "light.yaml").write_text(spec)
     (tmp_path / "first_step.py").write_text(FIRST_STEP)
-    done = subprocess.run(
-        [sys.executable, "first_step.py", "run", "light.yaml", "--no-progress"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "BEAGLE_CACHE_DIR": "off"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    imported = set(ast.literal_eval(done.stdout.strip().splitlines()[-1]))
-    assert {"jax", "flax", "optax"} <= imported  # it did get to the first step
-    assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
+
+    def imported_by_run() -> set[str]:
+        done = subprocess.run(
+            [sys.executable, "first_step.py", "run", "light.yaml", "--no-progress"],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "BEAGLE_CACHE_DIR": str(tmp_path / "c")},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return set(ast.literal_eval(done.stdout.strip().splitlines()[-1]))
+
+    cold = imported_by_run()
+    assert {"jax", "flax", "optax", "black", "jinja2"} <= cold  # it generated the module
+    assert not cold & set(HEAVY), sorted(cold & set(HEAVY))
+    # a repeated run reads the generated module from the cache: no jinja2, no black
+    warm = imported_by_run()
+    assert {"jax", "flax", "optax"} <= warm  # it did get to the first step
+    assert not warm & {*HEAVY, "black", "jinja2"}, sorted(warm & {*HEAVY, "black", "jinja2"})
