@@ -4,6 +4,7 @@ repeated run compiles nothing new; importing beagle's runtime turns nothing on."
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +25,14 @@ log: {plot: false}
 """
 
 
-def run(folder: Path, cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run(
+    folder: Path, cache: Path, *args: str, log_compiles: bool = False
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     env["BEAGLE_CACHE_DIR"] = str(cache)
+    if log_compiles:
+        env["JAX_LOG_COMPILES"] = "1"
     return subprocess.run(
         [sys.executable, "-m", "beagle", "run", "spec.yaml", "--no-progress", *args],
         cwd=folder,
@@ -44,10 +49,17 @@ def test_a_repeated_run_compiles_nothing_new(tmp_path: Path) -> None:
     first = run(tmp_path, cache)
     assert first.returncode == 0, first.stderr[-3000:]
     kept = sorted(p.name for p in cache.iterdir())
-    assert len(kept) >= 5  # the steps, init, and beagle's own small programs
-    again = run(tmp_path, cache, "--restart")
+    assert len(kept) >= 3  # the step, init, and beagle's own small programs
+    # beside it, the generated module, read again by a repeated run (no jinja2, no black)
+    (module,) = (tmp_path / "cache-modules").iterdir()
+    assert module.read_text() == (tmp_path / "runs" / "cached" / "cached.py").read_text()
+    again = run(tmp_path, cache, "--restart", log_compiles=True)
     assert again.returncode == 0, again.stderr[-3000:]
     assert sorted(p.name for p in cache.iterdir()) == kept  # every program came from it
+    # JAX logs each program it gets ("Finished XLA compilation"), and each cache hit
+    programs = re.findall(r"Finished XLA compilation of (\S+)", again.stderr)
+    hits = re.findall(r"Persistent compilation cache hit for '(\S+)'", again.stderr)
+    assert programs and len(hits) == len(programs), (programs, hits)
 
 
 def test_the_cache_can_be_turned_off_and_the_runtime_sets_nothing(tmp_path: Path) -> None:

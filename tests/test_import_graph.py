@@ -10,6 +10,7 @@ interpreter, which fails on a top-level cycle whatever the order of first import
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,85 @@ def test_each_runner_module_imports_alone_in_a_fresh_interpreter() -> None:
         if process.returncode:
             failures[name] = stderr.strip().splitlines()[-1]
     assert not failures, failures
+
+
+HEAVY = ("matplotlib", "orbax", "tensorboardX", "grain", "sklearn", "keras")
+"""Imported only when first needed: plots, checkpoints, TensorBoard, example sources."""
+
+
+def _imported(code: str) -> set[str]:
+    """The top-level packages imported when `code` has run in a fresh interpreter."""
+    report = "import sys; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    done = subprocess.run(
+        [sys.executable, "-c", f"{code}\n{report}"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "BEAGLE_CACHE_DIR": "off"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return set(ast.literal_eval(done.stdout.strip().splitlines()[-1]))
+
+
+def test_the_cli_and_the_runtime_import_no_heavy_module() -> None:
+    cli = _imported("import beagle.cli")  # what `beagle --help` and `beagle run --help` load
+    assert not cli & {"jax", "flax", "optax", *HEAVY}, sorted(cli & {"jax", *HEAVY})
+    runtime = _imported("import beagle.training")
+    assert {"jax", "flax", "optax"} <= runtime
+    unwanted = {*HEAVY, "black", "jinja2", "pydantic"}
+    assert not runtime & unwanted, sorted(runtime & unwanted)
+
+
+# Runs `beagle run`; at the first step, prints the packages imported so far, and stops.
+FIRST_STEP = """\
+import sys
+import beagle.training
+
+def first_step(*args, **kwargs):
+    print(sorted({m.split('.')[0] for m in sys.modules}))
+    raise SystemExit(0)
+
+beagle.training.train_loop = first_step
+from beagle.cli import main
+sys.argv[0] = "beagle"
+main()
+"""
+
+
+def test_a_run_imports_no_heavy_module_and_a_warm_one_not_the_compiler(
+    tmp_path: Path,
+) -> None:
+    spec = """\
+version: 1
+name: light
+model: {class: beagle.models:MLP, args: {features: [2]}}
+data: {source: synthetic, task: classification, examples: 256, features: 8, batch_size: 32}
+optimizer: {name: sgd, learning_rate: 0.1}
+losses:
+  ce: {fn: softmax_cross_entropy, args: {logits: outputs.outputs, labels: batch.y}}
+train: {epochs: 1}
+log: {plot: false}
+"""
+    (tmp_path / "light.yaml").write_text(spec)
+    (tmp_path / "first_step.py").write_text(FIRST_STEP)
+
+    def imported_by_run() -> set[str]:
+        done = subprocess.run(
+            [sys.executable, "first_step.py", "run", "light.yaml", "--no-progress"],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "BEAGLE_CACHE_DIR": str(tmp_path / "c")},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return set(ast.literal_eval(done.stdout.strip().splitlines()[-1]))
+
+    cold = imported_by_run()
+    assert {"jax", "flax", "optax", "black", "jinja2"} <= cold  # it generated the module
+    assert not cold & set(HEAVY), sorted(cold & set(HEAVY))
+    # a repeated run reads the generated module from the cache: no jinja2, no black
+    warm = imported_by_run()
+    assert {"jax", "flax", "optax"} <= warm  # it did get to the first step
+    assert not warm & {*HEAVY, "black", "jinja2"}, sorted(warm & {*HEAVY, "black", "jinja2"})

@@ -201,12 +201,12 @@ def run_spec(
     def maximise(key: str) -> bool:
         return _maximise(loaded, key)
 
-    from beagle.compiler import compile_spec
     from beagle.runner import resume, trace, wiring
+    from beagle.runner.cache import generated_module
     from beagle.training.history import copy_history
 
     wiring.ensure_cwd_on_path()
-    module_text = compile_spec(spec, loaded.source_name)
+    module_text = generated_module(spec, loaded.source_name)
     module_hash = wiring.module_hash(module_text)
     log_dir = find_log_dir(loaded)
     val_every = spec.validation.every if spec.validation is not None else 1

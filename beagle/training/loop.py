@@ -1,7 +1,8 @@
 """`train_loop`: runs jitted steps over epochs, without waiting on the device per step.
 
 Per step the loop only takes a batch, calls the step with a key it derived ahead of time
-(`rng.step_keys`, one dispatch per chunk of calls) and keeps the returned metrics. Every
+(`rng.step_keys`: a chunk's keys computed on the host, no device work, for the default
+keys) and keeps the returned metrics: the step is the only device program per step. Every
 `chunk` calls one jitted fold adds them to on-device sums, and the host reads the sums
 once per epoch. Checkpoints (see `checkpoint.py`) carry everything an exact resume needs
 (a `resume.ResumeRecord`), including the not yet folded metrics of a partial epoch.
@@ -630,8 +631,8 @@ def train_loop(
     `train_step_fn(state, batch, rng_key) -> (new_state, metrics)` may donate its state:
     the loop works on a copy, so the caller's `state` stays valid (`copy_state=False`
     skips that copy, saving one state's memory: the caller gives `state` up, and a
-    donating step deletes its buffers). Step `s` (counted
-    over the whole run) gets `jax.random.fold_in(rng_key, s)`. `data_iterator_fn()` (or
+    donating step deletes its buffers). Step `s` (counted over the whole run) gets
+    `jax.random.fold_in(rng_key, s)`. `data_iterator_fn()` (or
     `data_iterator_fn(epoch=e)` when it takes `epoch`, 0-based) gives each epoch's batches;
     when it also takes `start`, a run resumed `p` steps into an epoch calls it with
     `start=p` and it must yield that epoch's batches from batch `p` on (else the loop

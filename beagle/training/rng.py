@@ -83,6 +83,8 @@ def host_key(key: Any) -> Any:
         return key
     if np.dtype(dtype) != np.uint32 or tuple(np.shape(key)) != (2,):
         return key
+    if isinstance(key, jax.Array) and not key.is_fully_addressable:
+        return key  # a global array spread over processes: not this host's to read
     return np.array(jax.device_get(key), dtype=np.uint32)
 
 
