@@ -210,3 +210,14 @@ def test_an_nnx_model_asking_for_an_undeclared_stream_points_at_model(in_tmp: Pa
     (problem,) = trace_spec(load(path))
     assert problem.path == "model" and "'dropout'" in problem.message
     assert problem.hint == "add `rngs: [dropout]` under model"
+
+
+def test_only_a_built_in_nnx_model_is_sized_from_the_data(in_tmp: Path) -> None:
+    built_in = load(ROOT / "specs" / "nnx_mlp.yaml").spec
+    text = compile_spec(built_in, "nnx_mlp.yaml")
+    assert 'input_shape=batch["x"].shape[1:], rngs=rngs)' in text
+    assert "train=" not in text  # the mode is the module's own: train() / eval()
+    user = built_in.model_copy(
+        update={"model": built_in.model.model_copy(update={"class_path": "mymodels:Net"})}
+    )
+    assert "return Net(features=[64, 64, 1], rngs=rngs)" in compile_spec(user, "user.yaml")
