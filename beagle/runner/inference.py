@@ -37,8 +37,9 @@ class RunNotUsable(Exception):
 
 def input_keys(loaded: LoadedSpec) -> list[str]:
     """The batch keys `model.input` names, in order: the model's positional inputs."""
-    refs = loaded.spec.model.input
-    return [ref.removeprefix("batch.") for ref in ([refs] if isinstance(refs, str) else refs)]
+    from beagle.runner.wiring import model_input_keys
+
+    return model_input_keys(loaded)
 
 
 def output_names(loaded: LoadedSpec) -> list[str]:
