@@ -434,10 +434,16 @@ class _Walker:
         results = [self.check(value, member, path) for member in same_type]
         if any(not problems for problems in results):
             return []
-        if len(results) == 1:
+        if len(results) == 1 and not (
+            len(same_type) < len(members) and get_origin(_unwrap(same_type[0])[0]) is Literal
+        ):
             return results[0]
         expected = describe_type(Union[tuple(members)])  # type: ignore[valid-type]  # noqa: UP007
+        # A string that is none of a literal's words, where a number would do too ('fast'
+        # for `'auto' or an integer`): say both; keep the hint only if it is a close match.
         hint = next((p.hint for problems in results for p in problems if p.hint), None)
+        if len(results) == 1 and hint is not None and not hint.startswith("did you mean"):
+            hint = None
         if results and isinstance(value, (int, float)) and not isinstance(value, bool):
             # A number of the right kind out of range: the range is the useful message.
             return results[0]
