@@ -190,7 +190,9 @@ def test_auto_resumed_keeps_its_choice_and_resumed_before_it_tries_where_there_i
 # --- real training --------------------------------------------------------------------
 
 
-def test_an_epoch_k_does_not_divide_runs_its_remainder_as_single_steps_and_equals_k1() -> None:
+@pytest.fixture(scope="module")
+def remainder_run() -> tuple[Any, Counting, Counting]:
+    """Two epochs of 10 batches at K = 4 (the steps counted): two calls, then two steps."""
     batches = _batches(10)
     single = Counting(train_step)
     scanned = Counting(scan_step)
@@ -205,7 +207,15 @@ def test_an_epoch_k_does_not_divide_runs_its_remainder_as_single_steps_and_equal
         steps_per_call=4,
         one_step_fn=single,
     )
+    return fused, scanned, single
+
+
+def test_an_epoch_k_does_not_divide_runs_its_remainder_as_single_steps_and_equals_k1(
+    remainder_run: tuple[Any, Counting, Counting],
+) -> None:
+    fused, scanned, single = remainder_run
     assert scanned.lengths == [4, 4] * 2 and single.lengths == [8, 8] * 2
+    batches = _batches(10)
     plain = train_loop(
         make_state(), train_step, lambda: iter(batches), 2, 10, KEY, show_progress=False
     )
@@ -226,11 +236,15 @@ def test_an_epoch_k_does_not_divide_runs_its_remainder_as_single_steps_and_equal
     ids=["inside_the_remainder", "where_the_remainder_begins"],
 )
 def test_resume_inside_the_remainder_matches_the_uninterrupted_run(
-    tmp_path: Path, batch_at: int, action: Any, stopped_at: int
+    tmp_path: Path,
+    remainder_run: tuple[Any, Counting, Counting],
+    batch_at: int,
+    action: Any,
+    stopped_at: int,
 ) -> None:
     batches = _batches(10)
+    whole = remainder_run[0]
     options: dict[str, Any] = dict(show_progress=False, steps_per_call=4, one_step_fn=train_step)
-    whole = train_loop(make_state(), scan_step, lambda: iter(batches), 2, 10, KEY, **options)
     with pytest.raises(TrainingInterrupted) as raised:
         train_loop(
             make_state(),

@@ -186,6 +186,7 @@ class AutoTrial:
         self.timings[calls.steps_per_call] = steps / seconds if seconds > 0 else math.inf
 
     def runs(self, epoch: int, position: int) -> Iterator[Calls]:
+        """Epoch `epoch`'s runs of calls from `position` (lazily: the trial's decide the rest)."""
         if self.choice is None and position + self.needed <= self.num_batches:
             yield from self._trial(epoch, position)
             return
@@ -216,4 +217,5 @@ class AutoTrial:
 
     @staticmethod
     def _winner(timings: Mapping[int, float]) -> int:
+        """The K `choose` keeps so far; 0 while only K = 1 has been timed."""
         return choose(timings)[0] if len(timings) > 1 else 0
