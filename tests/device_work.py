@@ -5,10 +5,11 @@ that path off (jax 0.10.2's `pjit._get_fastpath_data` returning None sends every
 every program, op-by-op primitives included, through `pxla.ExecuteReplicated.__call__`),
 then counts those calls. It must be done before any program runs, hence a fresh process.
 
-    python tests/device_work.py STEPS [--typed-key]
+    python tests/device_work.py STEPS [--typed-key] [--no-copy] [--checkpoint DIR]
 
 trains a logistic regression (8 features, batch 32) for one epoch of STEPS steps over
-numpy batches and prints one JSON object: {program name: executions}.
+numpy batches (with `--no-copy`: `copy_state=False`; with `--checkpoint`: saving to DIR)
+and prints one JSON object: {program name: executions}.
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ def main() -> None:
         num_batches=steps,
         rng_key=key,
         show_progress=False,
+        copy_state="--no-copy" not in sys.argv,
+        checkpoint_dir=(
+            sys.argv[sys.argv.index("--checkpoint") + 1] if "--checkpoint" in sys.argv else None
+        ),
     )
     print(json.dumps(dict(COUNTS)))
 

@@ -150,3 +150,12 @@ def test_copy_state_false_trains_the_callers_state_without_a_copy() -> None:
     assert not kept.params["w"].is_deleted()  # the default keeps the caller's state valid
     assert given.params["w"].is_deleted()  # given up: the first step donated its buffers
     assert np.array_equal(np.asarray(copied.params["w"]), np.asarray(trained.params["w"]))
+
+
+def test_a_run_that_owns_its_state_copies_it_on_no_device_not_even_to_save(
+    tmp_path: Path,
+) -> None:
+    counts = executions(300, "--no-copy", "--checkpoint", str(tmp_path / "checkpoints"))
+    assert counts["jit(train_step)"] == 300
+    assert (tmp_path / "checkpoints" / "checkpoint_300").is_dir()
+    assert "jit(_copy_tree)" not in counts, counts  # the save copies to the host only

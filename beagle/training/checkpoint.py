@@ -256,10 +256,10 @@ def save_checkpoint(
 class CheckpointWriter:
     """Saves the loop's checkpoints through one orbax `CheckpointManager`.
 
-    With `asynchronous=True` a save hands the state (a fresh on-device copy that no step
-    will donate) and the record to one background thread, which runs orbax's save there:
-    the loop only waits when the previous save is still running (on one process; with
-    several, saves run in the loop's thread). Orbax writes each
+    With `asynchronous=True` a save hands the state (host arrays, or a fresh on-device
+    copy: nothing a step will donate) and the record to one background thread, which runs
+    orbax's save there: the loop only waits when the previous save is still running (on
+    one process; with several, saves run in the loop's thread). Orbax writes each
     checkpoint under a temporary name and renames it when complete. The manager keeps the
     newest `keep` checkpoints plus, with `keep_best`, the best one (orbax's `LatestN` and
     `BestN` preservation policies) and removes temporary folders a killed save left.

@@ -87,6 +87,21 @@ def _copy_tree(tree: Any) -> Any:
     return jax.tree.map(jnp.copy, tree)
 
 
+def _snapshot(tree: Any) -> Any:
+    """What a checkpoint saves: the state as it is now, safe from the steps that follow.
+
+    Orbax copies a state to the host to write it; here that copy is made in the loop's
+    thread, before the next step may donate the buffers, and the background save writes
+    the host arrays: no device copy (on the CPU the host arrays are views, and a step
+    does not donate a buffer a view holds). A state spread over several processes is
+    not this host's to read: it gets a fresh on-device copy, which orbax then saves.
+    """
+    leaves = jax.tree_util.tree_leaves(tree)
+    if all(not isinstance(leaf, jax.Array) or leaf.is_fully_addressable for leaf in leaves):
+        return jax.device_get(tree)
+    return _copy_tree(tree)
+
+
 def _is_deleted(tree: Any) -> bool:
     leaves = jax.tree_util.tree_leaves(tree)
     return any(isinstance(leaf, jax.Array) and leaf.is_deleted() for leaf in leaves)
@@ -566,7 +581,7 @@ class _Run:
         # process 0 may already be replacing the checkpoint while another one looks.
         replace = self.saved_step == self.global_step
         path = self.writer.save(
-            self.global_step, _copy_tree(self.state), record, best=best, replace=replace
+            self.global_step, _snapshot(self.state), record, best=best, replace=replace
         )
         self.saved_step = self.global_step
         return path
