@@ -68,6 +68,8 @@ def test_public_api_is_exported() -> None:
         "load_variables",
         "Placement",
         "shard",
+        "initial_dynamic_scale",
+        "AutoChoice",
     }
     assert all(hasattr(training, name) for name in training.__all__)
 

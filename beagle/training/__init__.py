@@ -4,6 +4,7 @@ The seed's API (`docs/training.md`), plus the options and exceptions the generat
 modules and `beagle run` rely on. Not imported by `import beagle`.
 """
 
+from beagle.training.calls import AutoChoice
 from beagle.training.checkpoint import (
     CheckpointInfo,
     Checkpoints,
@@ -22,6 +23,7 @@ from beagle.training.sharding import BatchShare, Placement, make_placement, shar
 from beagle.training.state import TrainState, initial_dynamic_scale
 
 __all__ = [
+    "AutoChoice",
     "BatchShare",
     "CheckpointInfo",
     "Checkpoints",
