@@ -393,3 +393,30 @@ def test_model_args_setting_dtype_beside_precision_is_a_spec_error(in_tmp: Path)
     )
     problems = api.check([spec])
     assert [p.path for p in problems] == ["model.args.dtype"], problems
+
+
+# ----------------------------------------------------------------------- NNX
+
+
+def test_an_nnx_model_takes_precision_like_a_linen_one(in_tmp: Path) -> None:
+    """`precision` reaches an NNX model the same way: the built-in NNX MLP computes in
+    float16 with float32 parameters, and the float16 state carries its loss scale."""
+    result = run_spec(
+        load(
+            ROOT / "specs/nnx_mlp.yaml",
+            "precision.compute=float16",
+            "train.epochs=2",
+            f"log.dir={in_tmp / 'run'}",
+        ),
+        restart=False,
+        progress=False,
+    )
+    state = result.state
+    dtypes = {str(leaf.dtype) for leaf in jax.tree.leaves(state.params)}
+    assert dtypes == {"float32"}
+    assert state.dynamic_scale is not None and float(state.dynamic_scale.scale) > 0
+    (module,) = result.run_dir.glob("*.py")
+    text = module.read_text()
+    assert "dtype=jnp.float16" in text and "param_dtype=jnp.float32" in text
+    assert len(result.history[f"train_{LOSS_SCALE_SKIPS}"]) == 2
+    assert np.isfinite(result.history["train_loss"]).all()

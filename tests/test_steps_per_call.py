@@ -144,7 +144,7 @@ def _drive(trial: AutoTrial, epoch: int, position: int, rates: dict[int, float])
 
 def test_auto_tries_32_only_after_8_won_and_where_the_epoch_holds_it() -> None:
     winning = AutoTrial(300, None)
-    runs = _drive(winning, 0, 0, {1: 100.0, 8: 200.0, 32: 400.0})
+    runs = _drive(winning, 0, 0, {1: 1000.0, 8: 2000.0, 32: 4000.0})
     assert [(c.steps_per_call, c.count, c.timed) for c in runs[:3]] == [
         (1, 65, True),  # a call that compiles, then 64 timed steps
         (8, 9, True),
@@ -156,16 +156,28 @@ def test_auto_tries_32_only_after_8_won_and_where_the_epoch_holds_it() -> None:
     assert set(winning.choice.steps_per_second) == {1, 8, 32}
 
     losing = AutoTrial(300, None)
-    runs = _drive(losing, 0, 0, {1: 100.0, 8: 50.0})
+    runs = _drive(losing, 0, 0, {1: 1000.0, 8: 500.0})
     assert [c.steps_per_call for c in runs if c.timed] == [1, 8]
     assert runs[2:] == epoch_calls(1, 300, start=137)
     assert losing.choice is not None and losing.choice.steps_per_call == 1
 
     short = AutoTrial(200, None)  # room for 1 and 8 (137 steps), not for 32 (233)
-    _drive(short, 0, 0, {1: 100.0, 8: 200.0, 32: 400.0})
+    _drive(short, 0, 0, {1: 1000.0, 8: 2000.0, 32: 4000.0})
     assert short.choice is not None and set(short.choice.steps_per_second) == {1, 8}
     assert short.choice.steps_per_call == 8 and "K = 32 not tried" in short.choice.line()
     assert "not tried" not in (losing.choice.reason + winning.choice.reason)
+
+
+def test_auto_tries_no_larger_k_when_a_single_step_is_long() -> None:
+    """A 10 ms step (a CNN on a CPU) is bound by its computation: the trial stops after
+    K = 1, without compiling or timing a scanned step, and the epoch goes on at K = 1."""
+    trial = AutoTrial(300, None)
+    runs = _drive(trial, 0, 0, {1: 100.0, 8: 2000.0})
+    assert [c.steps_per_call for c in runs if c.timed] == [1]
+    assert runs[1:] == epoch_calls(1, 300, start=65)
+    assert trial.choice is not None and trial.choice.steps_per_call == 1
+    assert set(trial.choice.steps_per_second) == {1}
+    assert "10.0 ms" in trial.choice.line() and "no larger K was tried" in trial.choice.line()
 
 
 def test_auto_on_a_short_epoch_uses_single_steps_and_says_so() -> None:

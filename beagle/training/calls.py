@@ -14,7 +14,9 @@ call to compile and then at least `TRIAL_STEPS` steps that the loop times (block
 the first call's result before starting the clock and on the last one's before stopping
 it), then decides (`choose`). K = 8 is tried after K = 1; K = 32 only when K = 8 won and
 the epoch still holds its trial, since a model that loses inside `lax.scan` (convolution
-gradients on a CPU) loses more with a longer scan, and a trial costs real time. The larger
+gradients on a CPU) loses more with a longer scan, and a trial costs real time; and no
+larger K is tried at all when a K = 1 step takes `LONG_STEP_SECONDS` or more (a step that
+long is bound by its computation, which fusing does not shorten). The larger
 K is kept only when it beats K = 1 by at least `MIN_GAIN`. The choice (`AutoChoice`) goes
 into every checkpoint, so a resumed run keeps it and runs no trial.
 """
@@ -34,6 +36,13 @@ AUTO_CANDIDATES = (8, 32)
 """The larger K the trial tries, in order; each one only after the one before it won."""
 MIN_GAIN = 1.05
 """A larger K is kept only when its steps/s is at least this times K = 1's."""
+
+LONG_STEP_SECONDS = 0.005
+"""A K = 1 step at least this long is bound by its own computation: no larger K is tried.
+Fusing steps saves per-call work (dispatch, buffer set-up: tens of microseconds on a CPU,
+some hundreds at most), under 5 % of such a step, while trying a K costs its compilation
+and its timed steps, which for a model that loses inside `lax.scan` (convolution
+gradients on a CPU run ~8x slower there) cost more than a short run can win back."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,8 +212,20 @@ class AutoTrial:
         untried = ""
         for k in (1, *AUTO_CANDIDATES):
             calls = trial_calls(k, offset)
-            if k != 1 and self._winner(self.agree(self.timings)) == 1:
-                break
+            if k != 1:
+                agreed = self.agree(self.timings)
+                if k == AUTO_CANDIDATES[0] and agreed[1] * LONG_STEP_SECONDS <= 1:
+                    step_ms = 1000 / agreed[1]
+                    reason = (
+                        f"a K = 1 step takes {step_ms:.1f} ms ({_rate(agreed[1])}), bound by "
+                        f"its computation: fusing steps saves per-call work far under "
+                        f"{MIN_GAIN - 1:.0%} of that, so no larger K was tried"
+                    )
+                    self.choice = AutoChoice(1, agreed, epoch, offset, reason)
+                    yield from epoch_calls(1, self.num_batches, offset)
+                    return
+                if self._winner(agreed) == 1:
+                    break
             if calls.end > self.num_batches:
                 untried = f"; K = {k} not tried: the epoch has no room for its trial"
                 break
