@@ -6,10 +6,12 @@ every program, op-by-op primitives included, through `pxla.ExecuteReplicated.__c
 then counts those calls. It must be done before any program runs, hence a fresh process.
 
     python tests/device_work.py STEPS [--typed-key] [--no-copy] [--checkpoint DIR]
+                                      [--device-batches K]
 
 trains a logistic regression (8 features, batch 32) for one epoch of STEPS steps over
-numpy batches (with `--no-copy`: `copy_state=False`; with `--checkpoint`: saving to DIR)
-and prints one JSON object: {program name: executions}.
+numpy batches (with `--no-copy`: `copy_state=False`; with `--checkpoint`: saving to DIR;
+with `--device-batches K`: over batches already on the device, K steps per call of a
+scanned step) and prints one JSON object: {program name: executions}.
 """
 
 from __future__ import annotations
@@ -62,13 +64,32 @@ def main() -> None:
         noise = jax.random.uniform(key)  # the key reaches the step
         return state.apply_gradients(grads=grads), {"loss": loss, "noise": noise}
 
+    k = (
+        int(sys.argv[sys.argv.index("--device-batches") + 1])
+        if "--device-batches" in sys.argv
+        else 1
+    )
+    batches = [{"x": x[i], "y": y[i]} for i in range(steps)]
+    options: dict[str, Any] = {}
+    if k > 1:
+        batches = jax.device_put(batches)
+
+        @jax.jit(donate_argnums=0)
+        def scanned_step(state: Any, batch: Any, keys: Any) -> Any:
+            def one(state: Any, step: Any) -> Any:
+                return train_step.__wrapped__(state, *step)
+
+            return jax.lax.scan(one, state, (batch, keys))
+
+        options = {"steps_per_call": k, "one_step_fn": train_step}
+
     key = jax.random.key(1) if "--typed-key" in sys.argv else jax.random.PRNGKey(1)
-    jax.block_until_ready((state, key))
+    jax.block_until_ready((state, key, batches))
     COUNTS.clear()  # only what the loop runs
     train_loop(
         state,
-        train_step,
-        lambda: ({"x": x[i], "y": y[i]} for i in range(steps)),
+        scanned_step if k > 1 else train_step,
+        lambda: iter(batches),
         num_epochs=1,
         num_batches=steps,
         rng_key=key,
@@ -77,6 +98,7 @@ def main() -> None:
         checkpoint_dir=(
             sys.argv[sys.argv.index("--checkpoint") + 1] if "--checkpoint" in sys.argv else None
         ),
+        **options,
     )
     print(json.dumps(dict(COUNTS)))
 

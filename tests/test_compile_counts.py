@@ -127,6 +127,18 @@ def test_train_loop_executes_only_the_step_per_step() -> None:
     assert sum(others.values()) <= 1, f"per-step device work besides the step: {others}"
 
 
+def test_calls_of_several_steps_over_device_batches_stack_them_in_one_program() -> None:
+    # steps_per_call=8 over batches already on the device: per call, one program stacks
+    # the 8 batches (jnp.stack outside a jit would run one per leaf and batch) and one
+    # runs the 8 steps. 296 steps = 37 calls; 584 = 73 calls, one fold more.
+    short, long = executions(296, "--device-batches", "8"), executions(584, "--device-batches", "8")
+    assert short["jit(scanned_step)"] == 37 and long["jit(scanned_step)"] == 73
+    assert long["jit(_stack_on_device)"] - short["jit(_stack_on_device)"] == 36
+    others = {name: long.get(name, 0) - short.get(name, 0) for name in {*short, *long}}
+    del others["jit(scanned_step)"], others["jit(_stack_on_device)"]
+    assert sum(others.values()) <= 1, f"per-call device work besides stack and step: {others}"
+
+
 def test_copy_state_false_trains_the_callers_state_without_a_copy() -> None:
     import optax
     from flax.training.train_state import TrainState

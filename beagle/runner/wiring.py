@@ -121,12 +121,14 @@ def build_model(loaded: LoadedSpec, module: Any) -> Any:
     """The model the spec's `model.class` and `model.args` describe: a `flax.linen.Module`,
     or for `model.kind: nnx` an `NnxModel` built by the generated `module`."""
     import flax.linen as nn
-    from flax import nnx
 
     spec = loaded.spec.model
     cls = import_attribute(loaded, spec.class_path, ("model", "class"))
     is_linen = isinstance(cls, type) and issubclass(cls, nn.Module)
-    is_nnx = isinstance(cls, type) and issubclass(cls, nnx.Module)
+    # A class can only be an NNX module if flax.nnx is imported (by its module, or by
+    # ours): not importing it for a linen model saves ~0.13 s of every run's start.
+    nnx = sys.modules.get("flax.nnx")
+    is_nnx = nnx is not None and isinstance(cls, type) and issubclass(cls, nnx.Module)
     if spec.kind == "linen" and is_nnx:
         raise SpecError(
             [
@@ -358,10 +360,12 @@ def _problem(
 def build_source(data_spec: Any, seed: int) -> Any:
     """The data source a spec's `data` section names: an array or `python` source
     (`beagle.data`), or an example source on grain (`beagle.examples`)."""
-    from beagle import data, examples
-
     if catalog.SOURCES[data_spec.source].per_example:
+        from beagle import examples
+
         return examples.from_spec(data_spec, seed)
+    from beagle import data
+
     return data.from_spec(data_spec, seed)
 
 

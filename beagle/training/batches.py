@@ -38,15 +38,25 @@ def describe(tree: Any) -> str:
 
 
 def _stack_leaves(*leaves: Any) -> Any:
-    if all(isinstance(leaf, np.ndarray) for leaf in leaves):
-        return np.stack(leaves)
     return jnp.stack(leaves)
 
 
+@jax.jit
+def _stack_on_device(parts: list[Any]) -> Any:
+    """One dispatch for the whole call (`jnp.stack` outside a jit dispatches once per
+    leaf and batch): compiled once per `steps_per_call` and batch structure."""
+    return jax.tree.map(_stack_leaves, *parts)
+
+
 def stack_batches(parts: list[Any], first_step: int) -> Any:
-    """The `steps_per_call` batches of one call, stacked on a new leading axis."""
+    """The `steps_per_call` batches of one call, stacked on a new leading axis: on the host
+    when every leaf is a NumPy array (the step's call transfers the stack), else on the
+    device in one jitted call."""
     try:
-        return jax.tree.map(_stack_leaves, *parts)
+        leaves = jax.tree_util.tree_leaves(parts)
+        if all(isinstance(leaf, np.ndarray) for leaf in leaves):
+            return jax.tree.map(lambda *same: np.stack(same), *parts)
+        return _stack_on_device(parts)
     except (ValueError, TypeError) as exc:
         k = len(parts)
         shapes = "; ".join(f"step {first_step + i}: {describe(p)}" for i, p in enumerate(parts))
