@@ -53,6 +53,7 @@ for path in (str(ROOT), str(HERE)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+from child_env import child_env  # noqa: E402
 from speed_workloads import (  # noqa: E402
     WORKLOADS,
     Size,
@@ -630,9 +631,7 @@ def main() -> int:
     results: dict[str, list[Row]] = {}
     sizes: dict[str, Size] = {}
     with tempfile.TemporaryDirectory(prefix="bench_speed_") as scratch:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-        env["BEAGLE_CACHE_DIR"] = str(Path(scratch) / "jax_cache")
+        env = child_env(BEAGLE_CACHE_DIR=str(Path(scratch) / "jax_cache"))
         for name in names:
             w = WORKLOADS[name]
             s = prepare(w, args.quick, Path(scratch) / name, env)

@@ -16,7 +16,6 @@ demo, `specs/digits_cnn.yaml` (one epoch).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -24,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,9 +78,11 @@ main()
 """
 
 
-def timed(command: list[str], cwd: Path, cache: Path, first_file: Path) -> tuple[float, float]:
+def timed(
+    command: list[str], cwd: Path, env: dict[str, str], cache: Path, first_file: Path
+) -> tuple[float, float]:
     """(time to first step, whole run) in seconds, of one child process."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), BEAGLE_CACHE_DIR=str(cache))
+    env = dict(env, BEAGLE_CACHE_DIR=str(cache))
     started = time.time()
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     total = time.time() - started
@@ -88,9 +91,9 @@ def timed(command: list[str], cwd: Path, cache: Path, first_file: Path) -> tuple
     return float(first_file.read_text()) - started, total
 
 
-def floor(cwd: Path) -> float:
+def floor(cwd: Path, env: dict[str, str]) -> float:
     started = time.time()
-    subprocess.run([sys.executable, "-c", "import jax, flax, optax"], cwd=cwd, check=True)
+    subprocess.run([sys.executable, "-c", "import jax, flax, optax"], cwd=cwd, env=env, check=True)
     return time.time() - started
 
 
@@ -98,6 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=1, help="cold+warm pairs (median)")
     args = parser.parse_args()
+    env = child_env()
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         (tmp / "w0.yaml").write_text(W0)
@@ -120,8 +124,8 @@ def main() -> None:
                     "--set",
                     "train.epochs=1",
                 ]
-                cold = timed(command, tmp, cache, first_file)
-                warm = timed(command, tmp, cache, first_file)
+                cold = timed(command, tmp, env, cache, first_file)
+                warm = timed(command, tmp, env, cache, first_file)
                 rows.append((cold[0], warm[0], cold[1], warm[1]))
             medians = [statistics.median(column) for column in zip(*rows, strict=True)]
             print(
@@ -130,7 +134,7 @@ def main() -> None:
                 + " "
                 + " ".join(f"{value:>8.2f}s" for value in medians[2:])
             )
-        floors = [floor(tmp) for _ in range(args.repeats + 1)][1:]  # the first warms the disk
+        floors = [floor(tmp, env) for _ in range(args.repeats + 1)][1:]  # the first warms the disk
         print(f"a process that only imports jax, flax, optax: {statistics.median(floors):.2f}s")
 
 
