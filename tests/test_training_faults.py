@@ -120,6 +120,35 @@ def test_non_finite_error_lists_every_term_that_was_not_finite() -> None:
     assert raised.value.step == 2 and raised.value.names == ("loss", "recon")
 
 
+@functools.partial(jax.jit, donate_argnums=0)
+def _skipping_step(state: dict, batch: dict, rng_key: jax.Array) -> tuple[dict, dict]:
+    v = jnp.mean(batch["v"])
+    return state, {"loss": v, "skipped_steps": (v > 2.5).astype(jnp.int32)}  # finite, skipped
+
+
+def test_a_step_that_skipped_itself_is_a_fault_under_stop_even_with_finite_metrics() -> None:
+    # The step says it skipped (its guard saw something non-finite); nan_mode="stop" (the
+    # default) stops at the first such step, naming skipped_steps, even if its metrics are
+    # finite. Under "skip" the same steps are counted and left out of the means.
+    batches = probe_batches([[1.0], [2.0], [3.0], [4.0]])
+    with pytest.raises(NonFiniteLossError) as raised:
+        train_loop(
+            probe_state(), _skipping_step, lambda: iter(batches), 1, 4, KEY, show_progress=False
+        )
+    assert raised.value.step == 2 and raised.value.names == ("skipped_steps",)
+    _, history = train_loop(
+        probe_state(),
+        _skipping_step,
+        lambda: iter(batches),
+        1,
+        4,
+        KEY,
+        show_progress=False,
+        nan_mode="skip",
+    )
+    assert history["train_skipped_steps"] == [2.0] and history["train_loss"] == [1.5]
+
+
 @pytest.mark.parametrize(
     "interrupt",
     [lambda: os.kill(os.getpid(), signal.SIGTERM), _raise_keyboard_interrupt],

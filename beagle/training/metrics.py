@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -78,7 +78,6 @@ class SumsOnHost:
 
     means: dict[str, float]
     skipped: float
-    steps: int
     bad_step: int | None
     bad_names: tuple[str, ...]
     scale_skips: float | None = None  # None: the steps do no loss scaling
@@ -93,35 +92,67 @@ class SumsOnHost:
         return values
 
 
-def _column(pending: Sequence[Mapping[str, jax.Array]], name: str) -> jax.Array:
-    return jnp.concatenate([jnp.reshape(m[name], (-1,)) for m in pending]).astype(jnp.float32)
-
-
 FOLD_STEPS = 256
 """Steps one fold covers: the pending calls are padded to `FOLD_STEPS // steps_per_call`
 (masked out), so the fold compiles once per metrics structure, whatever the count. Its
-compile time grows with this (~0.5 ms per metric and call), its dispatches shrink: 256
-(the loop's chunk) compiles in ~0.1 s with one dispatch per 256 steps."""
+dispatch costs ~1 us per metric and step on a CPU (one argument each), so 256 (the loop's
+chunk) makes one dispatch per 256 steps."""
 
 
-def _empty_carry(names: Sequence[str], *, scaled: bool) -> dict[str, Any]:
-    """Zero sums, made on the host and transferred (no device program makes them), placed
-    like the fold's outputs so that the first fold hits the same cached program."""
-    carry: dict[str, Any] = {
-        "sums": {name: np.zeros((), np.float32) for name in names},
-        "weight": np.zeros((), np.float32),
-        "skipped": np.zeros((), np.float32),
-        "steps": np.zeros((), np.int32),
-        "bad_step": np.full((), _NO_BAD_STEP, np.int32),
-        "bad": {name: np.zeros((), bool) for name in names},
+def _averaged(names: Iterable[str]) -> list[str]:
+    """The metrics averaged over the steps, in the fold's order (pytree order: sorted)."""
+    return sorted(name for name in names if name not in COUNT_METRICS)
+
+
+# The carry, packed so that the fold is a handful of XLA kernels whatever the number of
+# metrics (XLA's CPU compile time grows with each reduction and output, ~20-50 ms each):
+#   sums: float32[M + 3]  the size-weighted sums of the M averaged metrics (sorted), then
+#                         the total weight, the skipped steps and the loss-scale skips
+#   bad_step: int32       the first bad step (or _NO_BAD_STEP)
+#   bad:  bool[M]         which metrics were not finite at the first bad step
+_WEIGHT, _SKIPPED, _SCALE_SKIPS = 0, 1, 2  # offsets after the M sums
+
+
+def _empty_carry(names: Sequence[str]) -> dict[str, Any]:
+    """Zero sums for averaged metrics `names`, made on the host and transferred (no
+    device program makes them), placed like the fold's outputs."""
+    carry = {
+        "sums": np.zeros(len(names) + 3, np.float32),
+        "bad_step": np.asarray(_NO_BAD_STEP, np.int32),
+        "bad": np.zeros(len(names), bool),
     }
-    if scaled:
-        carry["scale_skips"] = np.zeros((), np.float32)
     return jax.device_put(carry)
 
 
-# The fold's arithmetic is trivial and its compile time grows with its arguments (one per
-# metric per call): XLA's cheapest settings halve it.
+def _unpack(host: Mapping[str, Any], names: Sequence[str], scaled: bool) -> dict[str, Any]:
+    """A packed carry, read to the host, as named values (what `to_json` records)."""
+    m = len(names)
+    sums, bad = np.asarray(host["sums"]), np.asarray(host["bad"])
+    out: dict[str, Any] = {
+        "sums": {name: sums[i] for i, name in enumerate(names)},
+        "weight": sums[m + _WEIGHT],
+        "skipped": sums[m + _SKIPPED],
+        "bad_step": np.asarray(host["bad_step"]),
+        "bad": {name: bad[i] for i, name in enumerate(names)},
+    }
+    if scaled:
+        out["scale_skips"] = sums[m + _SCALE_SKIPS]
+    return out
+
+
+def _pack(named: Mapping[str, Any]) -> dict[str, Any]:
+    """`_unpack`'s inverse, on the host (names in sorted order)."""
+    names = _averaged(named["sums"])
+    sums = [named["sums"][name] for name in names]
+    sums += [named["weight"], named["skipped"], named.get("scale_skips", 0.0)]
+    return {
+        "sums": np.asarray(sums, np.float32),
+        "bad_step": np.asarray(named["bad_step"], np.int32),
+        "bad": np.asarray([named["bad"][name] for name in names], bool).reshape(len(names)),
+    }
+
+
+# The fold's arithmetic is trivial: XLA's cheapest settings cut its compile time.
 _CHEAP_COMPILE = {
     "xla_backend_optimization_level": 0,
     "xla_llvm_disable_expensive_passes": True,
@@ -137,45 +168,50 @@ def _fold(
     first_index: jax.Array,
     stop_on_skipped: jax.Array,
 ) -> dict[str, Any]:
-    names = [name for name in pending[0] if name not in COUNT_METRICS]
-    values = {name: _column(pending, name) for name in names}
-    skipped = valid & (
-        _column(pending, SKIPPED_STEPS) > 0.5
-        if SKIPPED_STEPS in pending[0]
-        else jnp.zeros(sizes.shape, bool)
+    every = list(pending[0])  # sorted: the dicts were flattened as pytrees
+    width = sizes.shape[0]
+    # one table of every metric of every step: a row per metric, a column per step
+    flat = jnp.concatenate(
+        [jnp.reshape(m[name], (-1,)).astype(jnp.float32) for name in every for m in pending]
     )
+    table = flat.reshape(len(every), width)
+    row = {name: table[i] for i, name in enumerate(every)}
+    names = _averaged(every)
+    values = jnp.stack([row[name] for name in names]) if names else jnp.zeros((0, width))
+    no = jnp.zeros(width, bool)
+    skipped = valid & (row[SKIPPED_STEPS] > 0.5 if SKIPPED_STEPS in row else no)
     # A float16 overflow is the loss scale's business: left out of the means, never a fault.
-    scaled = LOSS_SCALE_SKIPS in pending[0]
-    overflowed = valid & (
-        _column(pending, LOSS_SCALE_SKIPS) > 0.5 if scaled else jnp.zeros(sizes.shape, bool)
-    )
+    overflowed = valid & (row[LOSS_SCALE_SKIPS] > 0.5 if LOSS_SCALE_SKIPS in row else no)
     counted = valid & ~skipped & ~overflowed
-    finite = {name: jnp.isfinite(v) for name, v in values.items()}
-    all_finite = functools.reduce(jnp.logical_and, finite.values(), jnp.ones(sizes.shape, bool))
+    finite = jnp.isfinite(values)
+    all_finite = functools.reduce(jnp.logical_and, list(finite), jnp.ones(width, bool))
     # An argument, not a static one: the train and validation sums share one program.
     bad = valid & jnp.where(
         stop_on_skipped, (~all_finite & ~overflowed) | skipped, counted & ~all_finite
     )
-    first_bad = jnp.argmax(bad)
-    newly_bad = (carry["bad_step"] == _NO_BAD_STEP) & jnp.any(bad)
-    weights = jnp.where(counted, sizes, 0.0)
-    counts: dict[str, jax.Array] = {}
-    if scaled:
-        counts["scale_skips"] = carry["scale_skips"] + jnp.sum(overflowed.astype(jnp.float32))
+    # One sum and one min over rows: the sums, then the first bad step and, per metric, the
+    # first bad step where it is not finite (equal to the first bad step: it is to blame).
+    f32 = jnp.float32
+    summed = jnp.sum(
+        jnp.concatenate(
+            [
+                jnp.where(counted, values * sizes, 0.0),
+                jnp.stack(
+                    [jnp.where(counted, sizes, 0.0), skipped.astype(f32), overflowed.astype(f32)]
+                ),
+            ]
+        ),
+        axis=1,
+    )
+    steps = jnp.arange(width, dtype=jnp.int32)
+    firsts = jnp.min(
+        jnp.where(jnp.concatenate([bad[None], ~finite & bad]), steps, _NO_BAD_STEP), axis=1
+    )
+    newly_bad = (carry["bad_step"] == _NO_BAD_STEP) & (firsts[0] != _NO_BAD_STEP)
     return {
-        **counts,
-        "sums": {
-            name: carry["sums"][name] + jnp.sum(jnp.where(counted, values[name] * sizes, 0.0))
-            for name in names
-        },
-        "weight": carry["weight"] + jnp.sum(weights),
-        "skipped": carry["skipped"] + jnp.sum(skipped.astype(jnp.float32)),
-        "steps": carry["steps"] + jnp.sum(valid.astype(jnp.int32)),
-        "bad_step": jnp.where(newly_bad, first_index + first_bad, carry["bad_step"]),
-        "bad": {
-            name: jnp.where(newly_bad, ~finite[name][first_bad], carry["bad"][name])
-            for name in names
-        },
+        "sums": carry["sums"] + summed,
+        "bad_step": jnp.where(newly_bad, first_index + firsts[0], carry["bad_step"]),
+        "bad": jnp.where(newly_bad, firsts[1:] == firsts[0], carry["bad"]),
     }
 
 
@@ -192,8 +228,7 @@ def _fold_padded(
     per_call = len(sizes) // len(pending)
     capacity = max(1, FOLD_STEPS // per_call)
     if carry is None:
-        names = [name for name in pending[0] if name not in COUNT_METRICS]
-        carry = _empty_carry(names, scaled=LOSS_SCALE_SKIPS in pending[0])
+        carry = _empty_carry(_averaged(pending[0]))
     for start in range(0, len(pending), capacity):
         part = list(pending[start : start + capacity])
         real = len(part) * per_call
@@ -272,9 +307,9 @@ class StepMetricSums:
 
     def peek(self) -> SumsOnHost | None:
         """The sums including pending steps, read without folding them (keeps chunking)."""
-        carry = self.carry
+        carry, names = self.carry, self.names
         if self.pending:
-            _check_names(
+            names = _check_names(
                 self.pending,
                 self.names,
                 self.first_index,
@@ -288,13 +323,21 @@ class StepMetricSums:
                 self.first_index,
                 stop_on_skipped=self.stop_on_skipped,
             )
-        return _summarize(None if carry is None else fetch_to_host(carry))
+        return _summarize(None if carry is None else self._named(fetch_to_host(carry), names))
+
+    def _named(
+        self, host: Mapping[str, Any], names: frozenset[str] | None = None
+    ) -> dict[str, Any]:
+        """The packed carry, read to the host, as named values."""
+        names = self.names if names is None else names
+        assert names is not None  # known once anything was folded
+        return _unpack(host, _averaged(names), LOSS_SCALE_SKIPS in names)
 
     def to_json(self) -> dict[str, Any]:
         """The exact on-device state (sums and not yet folded steps) as JSON-able values."""
         carry, pending = fetch_to_host((self.carry, list(self.pending)))
         return {
-            "carry": None if carry is None else _encode_tree(carry),
+            "carry": None if carry is None else _encode_tree(self._named(carry)),
             "pending": [_encode_tree(dict(m)) for m in pending],
             "sizes": list(self.sizes),
             "first_index": self.first_index,
@@ -305,16 +348,16 @@ class StepMetricSums:
     def from_json(cls, data: Mapping[str, Any], *, stop_on_skipped: bool) -> StepMetricSums:
         """The sums `to_json` recorded, back on the device, bit for bit."""
         sums = cls(stop_on_skipped=stop_on_skipped, first_index=int(data["first_index"]))
-        if data["carry"] is not None:
-            sums.carry = _decode_tree(data["carry"])
         sums.pending = [_decode_tree(m) for m in data["pending"]]
         sums.sizes = [int(s) for s in data["sizes"]]
         sums.has_skipped = bool(data["has_skipped"])
-        if sums.carry is not None:
-            names = set(sums.carry["sums"])
+        if data["carry"] is not None:
+            named = _decode_tree(data["carry"], on_host=True)
+            sums.carry = jax.device_put(_pack(named))
+            names = set(named["sums"])
             if sums.has_skipped:
                 names.add(SKIPPED_STEPS)
-            if "scale_skips" in sums.carry:
+            if "scale_skips" in named:
                 names.add(LOSS_SCALE_SKIPS)
             sums.names = frozenset(names)
         return sums
@@ -326,7 +369,10 @@ def read_sums(sums: Sequence[StepMetricSums]) -> list[SumsOnHost | None]:
         item.fold()
     carries = [item.carry for item in sums]
     hosts = fetch_to_host(carries) if any(c is not None for c in carries) else carries
-    return [_summarize(host) for host in hosts]
+    return [
+        None if host is None else _summarize(item._named(host))
+        for item, host in zip(sums, hosts, strict=True)
+    ]
 
 
 def _summarize(host: dict[str, Any] | None) -> SumsOnHost | None:
@@ -344,7 +390,6 @@ def _summarize(host: dict[str, Any] | None) -> SumsOnHost | None:
             for name, total in host["sums"].items()
         },
         skipped=float(host["skipped"]),
-        steps=int(host["steps"]),
         bad_step=bad_step if bad else None,
         bad_names=names if bad else (),
         scale_skips=float(host["scale_skips"]) if "scale_skips" in host else None,
@@ -414,12 +459,13 @@ def _encode_tree(tree: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _decode_tree(data: Mapping[str, Any]) -> dict[str, Any]:
+def _decode_tree(data: Mapping[str, Any], *, on_host: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in data.items():
         if "tree" in value:
-            out[name] = _decode_tree(value["tree"])
+            out[name] = _decode_tree(value["tree"], on_host=on_host)
         else:
             array = np.asarray(value["data"], dtype=jnp.dtype(value["dtype"]))
-            out[name] = jnp.asarray(array.reshape(value["shape"]))
+            array = array.reshape(value["shape"])
+            out[name] = array if on_host else jnp.asarray(array)
     return out
