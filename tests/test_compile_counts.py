@@ -34,7 +34,7 @@ data:
   features: 8
   examples: 12000
   batch_size: 32
-optimizer: {name: sgd, learning_rate: 0.1}
+optimizer: {name: adam, learning_rate: 0.01}
 losses:
   ce: {fn: softmax_cross_entropy, args: {logits: outputs.outputs, labels: batch.y}}
 metrics:
@@ -101,8 +101,38 @@ def test_a_run_compiles_each_program_once_and_no_key_programs(tmp_path: Path) ->
     assert not repeated, f"compiled more than once: {repeated} (all: {names})"
     keys = [n for n in names if re.search(r"threefry|step_keys|split|fold_in|unstack|squeeze", n)]
     assert not keys, f"key programs compiled: {keys}"
-    # the user's steps and the model's init, beagle's fold of the metrics, nothing else
-    assert set(names) <= {"jit(train_step)", "jit(val_step)", "jit(<lambda>)", "jit(_fold)"}
+    # the user's steps, the model's init and the optimizer's (adam: its zeros made by one
+    # program, not one per parameter shape), beagle's fold of the metrics, nothing else
+    allowed = {"jit(train_step)", "jit(val_step)", "jit(<lambda>)", "jit(init_fn)", "jit(_fold)"}
+    assert set(names) <= allowed, names
+
+
+def test_the_model_is_initialised_as_by_a_default_jit_bit_for_bit(tmp_path: Path) -> None:
+    # beagle compiles the init with less optimisation (beagle.xla.RUN_ONCE_COMPILE): it
+    # must give the parameters and statistics a default-compiled init gives.
+    from beagle.runner import wiring
+    from beagle.spec import load_spec
+
+    cnn = (
+        "model: {class: beagle.models:CNN, args: {features: [8, 16], num_classes: 2},"
+        " batch_norm: true, outputs: logits}"
+    )
+    path = tmp_path / "cnn.yaml"
+    path.write_text(
+        W0.replace("model: {class: beagle.models:MLP, args: {features: [2]}}", cnn).replace(
+            "outputs.outputs", "outputs.logits"
+        )
+    )
+    loaded = load_spec(path, imports="import")
+    model = wiring.build_model(loaded, None)
+    batch = {"x": np.random.default_rng(0).normal(size=(32, 12, 12, 1)).astype(np.float32)}
+    key = jax.random.PRNGKey(5)
+    ours = wiring.init_variables(loaded, model, batch, key)
+    rngs = wiring.init_rngs(loaded, key)
+    default = jax.jit(lambda r, x: model.init(r, x, train=False))(rngs, batch["x"])
+    assert jax.tree.structure(ours) == jax.tree.structure(default)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(default), strict=True):
+        assert a.dtype == b.dtype and np.array_equal(np.asarray(a), np.asarray(b))
 
 
 def executions(steps: int, *flags: str) -> dict[str, int]:

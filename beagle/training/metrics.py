@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from beagle.xla import CHEAP_COMPILE
+
 SKIPPED_STEPS = "skipped_steps"
 """The 0/1 metric a step returns when it skipped a non-finite update; counted, not averaged."""
 
@@ -152,14 +154,7 @@ def _pack(named: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-# The fold's arithmetic is trivial: XLA's cheapest settings cut its compile time.
-_CHEAP_COMPILE = {
-    "xla_backend_optimization_level": 0,
-    "xla_llvm_disable_expensive_passes": True,
-}
-
-
-@functools.partial(jax.jit, compiler_options=_CHEAP_COMPILE)
+@functools.partial(jax.jit, compiler_options=CHEAP_COMPILE)  # trivial arithmetic
 def _fold(
     carry: dict[str, Any],
     pending: list[Mapping[str, jax.Array]],
