@@ -84,8 +84,11 @@ def test_typed_keys_fall_back_to_one_stacked_program() -> None:
     assert rng._stacked_keys._cache_size() == compiled  # one length, whatever the chunk's
 
 
-def test_a_run_compiles_each_program_once_and_no_key_programs(tmp_path: Path) -> None:
-    (tmp_path / "w0.yaml").write_text(W0)
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_run_compiles_each_program_once_and_no_key_programs(
+    tmp_path: Path, optimizer: str
+) -> None:
+    (tmp_path / "w0.yaml").write_text(W0.replace("name: adam", f"name: {optimizer}"))
     done = subprocess.run(
         [sys.executable, "-m", "beagle", "run", "w0.yaml", "--no-progress"],
         cwd=tmp_path,
@@ -105,6 +108,8 @@ def test_a_run_compiles_each_program_once_and_no_key_programs(tmp_path: Path) ->
     # program, not one per parameter shape), beagle's fold of the metrics, nothing else
     allowed = {"jit(train_step)", "jit(val_step)", "jit(<lambda>)", "jit(init_fn)", "jit(_fold)"}
     assert set(names) <= allowed, names
+    # plain SGD keeps no arrays: nothing to compile for its state
+    assert ("jit(init_fn)" in names) == (optimizer == "adam"), names
 
 
 def test_the_model_is_initialised_as_by_a_default_jit_bit_for_bit(tmp_path: Path) -> None:

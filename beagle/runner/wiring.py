@@ -327,15 +327,18 @@ def build_state(loaded: LoadedSpec, model: Any, variables: Mapping[str, Any], mo
 
     check_collections(loaded, variables)
     # `TrainState.create`, with the optimizer's first state made by one jitted program
-    # (eagerly, each distinct parameter shape's zeros compiled a program of its own).
+    # (eagerly, each distinct parameter shape's zeros compiled a program of its own), or
+    # by none for a state without arrays (plain SGD's).
     tx = module.make_optimizer()
     params = variables["params"]
+    has_arrays = bool(jax.tree.leaves(jax.eval_shape(tx.init, params)))
+    init = jax.jit(tx.init, compiler_options=RUN_ONCE_COMPILE) if has_arrays else tx.init
     return TrainState(
         step=0,
         apply_fn=model.apply,
         params=params,
         tx=tx,
-        opt_state=jax.jit(tx.init, compiler_options=RUN_ONCE_COMPILE)(params),
+        opt_state=init(params),
         **state_extras(loaded, variables),
     )
 
