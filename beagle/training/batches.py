@@ -37,15 +37,11 @@ def describe(tree: Any) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _stack_leaves(*leaves: Any) -> Any:
-    return jnp.stack(leaves)
-
-
 @jax.jit
 def _stack_on_device(parts: list[Any]) -> Any:
     """One dispatch for the whole call (`jnp.stack` outside a jit dispatches once per
     leaf and batch): compiled once per `steps_per_call` and batch structure."""
-    return jax.tree.map(_stack_leaves, *parts)
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *parts)
 
 
 def stack_batches(parts: list[Any], first_step: int) -> Any:
